@@ -1,0 +1,61 @@
+# One Makefile for developers and CI: `make demo`, `make test` are the README's first commands.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+GEN    := src/jobservice/api/v1
+PROTO  := proto/jobservice/v1/jobservice.proto
+
+.PHONY: dev test soak lint proto proto-check demo bench clean
+
+dev: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "jobservice needs Python >= 3.11 (found $$($(PYTHON) --version))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+test: dev
+	$(PY) -m pytest -m "not soak" -q
+
+soak: dev
+	$(PY) -m pytest -m soak -q -p no:randomly --timeout=900
+
+lint: dev proto-check
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
+
+# Generated code sits in $(GEN) and is committed; protoc names modules after the proto path, so
+# the generated imports are rewritten from jobservice.v1 to jobservice.api.v1.
+proto: dev
+	@rm -rf build/proto && mkdir -p build/proto
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m grpc_tools.protoc -I proto --python_out=build/proto --mypy_out=build/proto \
+		--grpclib_python_out=build/proto $(PROTO)
+	mkdir -p $(GEN)
+	for f in build/proto/jobservice/v1/*; do \
+		sed -e 's/jobservice\.v1\.jobservice_pb2/jobservice.api.v1.jobservice_pb2/g' \
+		    -e 's/^from jobservice\.v1 import/from jobservice.api.v1 import/' \
+		    "$$f" > $(GEN)/$$(basename "$$f"); \
+	done
+	touch $(GEN)/__init__.py
+
+proto-check: dev
+	@cp -r $(GEN) build/gen-before
+	@$(MAKE) --no-print-directory proto >/dev/null 2>&1
+	@diff -r build/gen-before $(GEN) >/dev/null || \
+		{ rm -rf build/gen-before; echo "generated code was stale; run 'make proto' and commit"; exit 1; }
+	@rm -rf build/gen-before
+
+demo: dev
+	$(PY) -m jobservice.demo
+
+bench: dev
+	$(PY) -m pip install --quiet matplotlib
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

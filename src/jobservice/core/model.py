@@ -1,0 +1,120 @@
+"""The library's records: job states, exit statuses, job snapshots, output chunks and limits."""
+
+from __future__ import annotations
+
+import enum
+import signal
+from dataclasses import dataclass
+
+__all__ = ["Chunk", "ExitStatus", "JobInfo", "JobState", "Limits", "Stream"]
+
+
+class Stream(enum.Flag):
+    """An output stream, or a selection of them (`Stream.BOTH`)."""
+
+    STDOUT = 1
+    STDERR = 2
+    BOTH = STDOUT | STDERR
+
+
+class JobState(enum.Enum):
+    """Where a job is in its life; it only moves forward, RUNNING -> EXITED."""
+
+    RUNNING = "running"
+    EXITED = "exited"
+
+
+@dataclass(frozen=True, slots=True)
+class ExitStatus:
+    """How a process ended: exactly one of `code` (it exited) or `signal` (it was killed)."""
+
+    code: int | None = None
+    signal: int | None = None
+
+    @classmethod
+    def from_wait_status(cls, status: int) -> ExitStatus:
+        """Decode a raw `waitpid` status."""
+        import os
+
+        if os.WIFSIGNALED(status):
+            return cls(signal=os.WTERMSIG(status))
+        return cls(code=os.waitstatus_to_exitcode(status))
+
+    @property
+    def shell_code(self) -> int:
+        """The exit code a shell would report: the code, or 128 + the signal number."""
+        if self.signal is not None:
+            return 128 + self.signal
+        return self.code if self.code is not None else 0
+
+    @property
+    def signal_name(self) -> str | None:
+        """`SIGKILL` for signal 9, or None when the process exited on its own."""
+        if self.signal is None:
+            return None
+        try:
+            return signal.Signals(self.signal).name
+        except ValueError:
+            return f"SIG{self.signal}"
+
+    def __str__(self) -> str:
+        if self.signal is not None:
+            return f"{self.shell_code} ({self.signal_name})"
+        return str(self.shell_code)
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """A snapshot of one job. The environment is deliberately absent: it may hold secrets."""
+
+    id: int
+    owner: str
+    command: str
+    args: tuple[str, ...]
+    dir: str
+    state: JobState
+    started_at: float  # seconds since the epoch
+    ended_at: float | None = None
+    exit: ExitStatus | None = None
+    output_bytes: int = 0
+    output_truncated: bool = False
+
+    @property
+    def is_running(self) -> bool:
+        return self.state is JobState.RUNNING
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A piece of a job's output: which stream, where it starts, and its bytes.
+
+    `offset` counts bytes of the job's combined output (stdout and stderr together, in the order
+    the job wrote them), so one number resumes a subscription whatever streams it selects.
+    """
+
+    stream: Stream
+    offset: int
+    data: bytes
+
+    @property
+    def end(self) -> int:
+        """The offset just past this chunk: where a resumed subscription should start."""
+        return self.offset + len(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Documented resource limits; a request over one fails with a clear error, never a crash."""
+
+    max_command_bytes: int = 4096
+    max_args: int = 4096
+    max_env: int = 4096
+    # Total bytes of command + args + env + dir, well under the kernel's ARG_MAX (2 MiB).
+    max_request_bytes: int = 1 << 20
+    # Running jobs one owner may have at once; 0 means no limit.
+    max_running_jobs_per_owner: int = 256
+    # Running jobs in total; 0 means no limit.
+    max_running_jobs: int = 1024
+    # Output bytes recorded per job; beyond it output is drained and discarded, the start kept.
+    # 0 means no limit.
+    max_output_bytes: int = 8 << 30
