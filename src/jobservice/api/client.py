@@ -1,0 +1,184 @@
+"""The one way clients connect to jobd: strict mutual TLS, checked before the first RPC."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import ipaddress
+import ssl
+from pathlib import Path
+
+from grpclib.client import Channel, Handler
+from grpclib.config import Configuration
+from grpclib.protocol import H2Protocol
+from h2.settings import SettingCodes
+
+from jobservice.api.v1.jobservice_grpc import JobServiceStub
+from jobservice.security import tls
+from jobservice.security.errors import SecurityError, TLSPolicyError
+
+__all__ = ["ConnectError", "ConnectFailure", "JobServiceStub", "open_channel", "parse_target"]
+
+# Output streams are the bulk of the traffic and the grpclib client is the slow end: large
+# windows keep the server from stalling on WINDOW_UPDATEs, and large frames mean fewer h2
+# events to process per byte (the HTTP/2 maximum frame size is 2**24 - 1).
+_CONNECTION_WINDOW = 64 << 20
+_STREAM_WINDOW = 16 << 20
+_MAX_FRAME_SIZE = 1 << 20
+
+
+class ConnectFailure(enum.Enum):
+    """Why a connection could not be opened; the value is the phrase shown to people."""
+
+    INVALID_TARGET = "invalid server address"
+    CREDENTIALS = "unusable credentials"
+    REFUSED = "connection refused"
+    UNREACHABLE = "server unreachable"
+    TLS_VERIFY = "server certificate verification failed"
+    TLS_HANDSHAKE = "TLS handshake failed"
+    REJECTED = "server closed the connection (client certificate or TLS policy rejected)"
+    POLICY = "TLS policy check failed"
+    TIMEOUT = "timed out"
+
+
+class ConnectError(Exception):
+    """A connection to jobd could not be opened; `reason` says which step failed."""
+
+    def __init__(self, target: str, reason: ConnectFailure, detail: str = "") -> None:
+        message = f"cannot connect to {target}: {reason.value}"
+        super().__init__(f"{message}: {detail}" if detail else message)
+        self.target = target
+        self.reason = reason
+        self.detail = detail
+
+
+def parse_target(target: str) -> tuple[str, int]:
+    """Split "HOST:PORT" or "[IPv6]:PORT" into host and port; ValueError when malformed."""
+    host, sep, port_text = target.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {target!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        ipaddress.IPv6Address(host)  # ValueError when the brackets hold no IPv6 address
+    elif ":" in host:
+        raise ValueError(f"write an IPv6 address in brackets, as [{host}]:{port_text}")
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} is out of range")
+    return host, port
+
+
+async def open_channel(
+    target: str, *, ca: Path, cert: Path, key: Path, connect_timeout: float = 10.0
+) -> Channel:
+    """A connected channel whose TLS session has passed the policy check; else ConnectError.
+
+    The connection is opened now rather than on the first RPC, so that every failure (refused,
+    untrusted server, our certificate rejected, a session outside the policy) surfaces here with
+    a precise reason instead of as an obscure RPC error.
+    """
+    try:
+        host, port = parse_target(target)
+    except ValueError as exc:
+        raise ConnectError(target, ConnectFailure.INVALID_TARGET, str(exc)) from None
+    try:
+        context = tls.client_context(ca=ca, cert=cert, key=key)
+    except SecurityError as exc:
+        raise ConnectError(target, ConnectFailure.CREDENTIALS, str(exc)) from None
+    channel = _TunedChannel(host, port, ssl=context, config=_client_config())
+    try:
+        async with asyncio.timeout(connect_timeout):
+            await _establish(channel, target)
+    except TimeoutError:
+        channel.close()
+        raise ConnectError(target, ConnectFailure.TIMEOUT, f"after {connect_timeout:g} s") from None
+    except BaseException:
+        channel.close()
+        raise
+    return channel
+
+
+async def _establish(channel: _TunedChannel, target: str) -> None:
+    """Connect, check the negotiated session, and wait for the server's first HTTP/2 bytes."""
+    try:
+        protocol = await channel.__connect__()
+    except ssl.SSLCertVerificationError as exc:
+        raise ConnectError(target, ConnectFailure.TLS_VERIFY, exc.verify_message) from None
+    except ssl.SSLError as exc:
+        raise ConnectError(target, ConnectFailure.TLS_HANDSHAKE, _ssl_reason(exc)) from None
+    except ConnectionRefusedError:
+        raise ConnectError(target, ConnectFailure.REFUSED) from None
+    except OSError as exc:
+        raise ConnectError(target, ConnectFailure.UNREACHABLE, exc.strerror or str(exc)) from None
+    assert isinstance(protocol, _TunedProtocol)
+    try:
+        tls.check_negotiated(protocol.ssl_object())
+    except TLSPolicyError as exc:
+        raise ConnectError(target, ConnectFailure.POLICY, str(exc)) from None
+    # In TLS 1.3 the server verifies our certificate after our side of the handshake is done,
+    # so a rejection only shows as the connection closing: wait for the server's SETTINGS.
+    lost = await protocol.wait_ready()
+    if lost is not None:
+        raise ConnectError(target, ConnectFailure.REJECTED, lost)
+
+
+def _ssl_reason(exc: ssl.SSLError) -> str:
+    """OpenSSL's short reason (e.g. TLSV1_ALERT_PROTOCOL_VERSION) or the whole message."""
+    return str(exc.reason) if exc.reason else str(exc)
+
+
+def _client_config() -> Configuration:
+    return Configuration(
+        http2_connection_window_size=_CONNECTION_WINDOW,
+        http2_stream_window_size=_STREAM_WINDOW,
+    )
+
+
+class _TunedProtocol(H2Protocol):
+    """grpclib's client protocol, plus large frames and a signal for "the server spoke"."""
+
+    _transport: asyncio.BaseTransport
+    _ready: asyncio.Event
+    _lost_reason: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+        self._ready = asyncio.Event()
+        super().connection_made(transport)
+        # grpclib has no setting for this; h2's own connection object takes it.
+        self.connection._connection.update_settings({SettingCodes.MAX_FRAME_SIZE: _MAX_FRAME_SIZE})
+        self.connection.flush()
+
+    def data_received(self, data: bytes) -> None:
+        self._ready.set()
+        super().data_received(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if not self._ready.is_set():
+            self._lost_reason = _describe_loss(exc)
+            self._ready.set()
+        super().connection_lost(exc)
+
+    def ssl_object(self) -> ssl.SSLObject:
+        ssl_obj = self._transport.get_extra_info("ssl_object")
+        if not isinstance(ssl_obj, ssl.SSLObject):
+            raise TLSPolicyError("the connection is not protected by TLS")
+        return ssl_obj
+
+    async def wait_ready(self) -> str | None:
+        """None once the server has sent its first bytes, or why it closed before that."""
+        await self._ready.wait()
+        return self._lost_reason
+
+
+def _describe_loss(exc: BaseException | None) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return _ssl_reason(exc)
+    return str(exc) if exc else "closed before the HTTP/2 preface"
+
+
+class _TunedChannel(Channel):
+    """A grpclib Channel that builds `_TunedProtocol` connections."""
+
+    def _protocol_factory(self) -> H2Protocol:
+        return _TunedProtocol(Handler(), self._config, self._h2_config)
