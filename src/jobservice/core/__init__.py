@@ -1,8 +1,10 @@
 """The job library: spawn processes, track them, record their output, serve subscribers."""
 
+from jobservice.core.coordinator import JobCoordinator
 from jobservice.core.errors import (
     CommandNotExecutable,
     CommandNotFound,
+    CoordinatorClosed,
     DirectoryNotFound,
     InvalidRequest,
     JobError,
@@ -12,14 +14,17 @@ from jobservice.core.errors import (
     SpawnFailed,
 )
 from jobservice.core.model import Chunk, ExitStatus, JobInfo, JobState, Limits, Stream
+from jobservice.core.subscription import Subscription
 
 __all__ = [
     "Chunk",
     "CommandNotExecutable",
     "CommandNotFound",
+    "CoordinatorClosed",
     "DirectoryNotFound",
     "ExitStatus",
     "InvalidRequest",
+    "JobCoordinator",
     "JobError",
     "JobInfo",
     "JobNotFound",
@@ -29,4 +34,5 @@ __all__ = [
     "Limits",
     "SpawnFailed",
     "Stream",
+    "Subscription",
 ]

@@ -1,14 +1,15 @@
 """The library's exceptions: one hierarchy, each class a distinct answer to the caller.
 
-    JobError
-    ├── InvalidRequest            the request itself is wrong (caller's fault, do not retry)
-    │   ├── CommandNotFound       no such command on the job's PATH, or no such file
-    │   ├── CommandNotExecutable  the command exists but cannot be executed
-    │   └── DirectoryNotFound     the working directory is missing or not a directory
-    ├── JobNotFound               no job with that id
-    ├── JobNotRunning             the job has already exited
-    ├── LimitExceeded             a documented resource limit would be exceeded
-    └── SpawnFailed               the host could not start the process (fork/exec failure)
+JobError
+├── InvalidRequest            the request itself is wrong (caller's fault, do not retry)
+│   ├── CommandNotFound       no such command on the job's PATH, or no such file
+│   ├── CommandNotExecutable  the command exists but cannot be executed
+│   └── DirectoryNotFound     the working directory is missing or not a directory
+├── JobNotFound               no job with that id
+├── JobNotRunning             the job has already exited
+├── LimitExceeded             a documented resource limit would be exceeded
+├── SpawnFailed               the host could not start the process (fork/exec failure)
+└── CoordinatorClosed         the coordinator is shutting down and takes no new work
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 __all__ = [
     "CommandNotExecutable",
     "CommandNotFound",
+    "CoordinatorClosed",
     "DirectoryNotFound",
     "InvalidRequest",
     "JobError",
@@ -68,3 +70,10 @@ class LimitExceeded(JobError):
 
 class SpawnFailed(JobError):
     """The operating system refused to start the process (for example fork failing)."""
+
+
+class CoordinatorClosed(JobError):
+    """The coordinator is shutting down and accepts no new jobs."""
+
+    def __init__(self) -> None:
+        super().__init__("the job service is shutting down")

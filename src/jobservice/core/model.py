@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import os
 import signal
 from dataclasses import dataclass
 
@@ -34,8 +35,6 @@ class ExitStatus:
     @classmethod
     def from_wait_status(cls, status: int) -> ExitStatus:
         """Decode a raw `waitpid` status."""
-        import os
-
         if os.WIFSIGNALED(status):
             return cls(signal=os.WTERMSIG(status))
         return cls(code=os.waitstatus_to_exitcode(status))

@@ -1,0 +1,158 @@
+"""JobCoordinator: the library's public face; starts, stops, reports and streams jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from jobservice.core.errors import (
+    CoordinatorClosed,
+    InvalidRequest,
+    JobNotFound,
+    JobNotRunning,
+    LimitExceeded,
+)
+from jobservice.core.job import Job
+from jobservice.core.model import JobInfo, Limits, Stream
+from jobservice.core.output_log import OutputLog
+from jobservice.core.process import spawn
+from jobservice.core.spec import make_spec
+from jobservice.core.subscription import Subscription
+
+__all__ = ["JobCoordinator"]
+
+log = logging.getLogger("jobservice.core")
+
+
+class JobCoordinator:
+    """Runs jobs on this host and serves their output to any number of subscribers.
+
+    Create and use it inside one running asyncio event loop; every method is safe to call from
+    concurrent tasks. Output goes to `data_dir/logs/ID.log` (see `output_log` for the format), so
+    memory stays flat whatever the jobs print. `owner` is an opaque label for the caller's use.
+    """
+
+    def __init__(
+        self, data_dir: Path | str, *, stop_grace: float = 5.0, limits: Limits | None = None
+    ) -> None:
+        self.limits = limits or Limits()
+        self.stop_grace = stop_grace
+        self._logs = Path(data_dir) / "logs"
+        self._logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._jobs: dict[int, Job] = {}
+        self._running: Counter[str] = Counter()
+        self._next_id = _next_free_id(self._logs)
+        self._closed = False
+
+    async def start(
+        self,
+        owner: str,
+        command: str,
+        args: Sequence[str] = (),
+        dir: str = "",
+        env: Sequence[str] = (),
+    ) -> int:
+        """Spawn `command args...` in `dir` with exactly `env` (NAME=VALUE); return its id.
+
+        Raises InvalidRequest (or CommandNotFound, CommandNotExecutable, DirectoryNotFound),
+        LimitExceeded, SpawnFailed or CoordinatorClosed. A command that starts and then fails is
+        not an error here: its exit status says so.
+        """
+        if self._closed:
+            raise CoordinatorClosed()
+        spec = make_spec(command, args, dir, env, self.limits)
+        self._check_capacity(owner)
+        job_id = self._next_id
+        path = self._logs / f"{job_id}.log"
+        output = OutputLog(path, self.limits.max_output_bytes)
+        try:
+            process = spawn(spec)
+        except BaseException:
+            output.close()
+            path.unlink()
+            raise
+        self._next_id += 1  # only now: a failed start uses up no id
+        job = Job(job_id, owner, spec, output, process)
+        self._jobs[job_id] = job
+        self._running[owner] += 1
+        job.finished.add_done_callback(lambda _: self._running.subtract((owner,)))
+        log.info("job %d started by %s: pid %d: %s", job_id, owner, process.pid, spec.command)
+        return job_id
+
+    async def stop(self, job_id: int) -> JobInfo:
+        """SIGTERM the job's process group, SIGKILL it after the grace period; return when done."""
+        job = self._get(job_id)
+        if job.process.reaped:
+            raise JobNotRunning(job_id)
+        job.process.signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(job.exited), self.stop_grace)
+        except TimeoutError:
+            log.info("job %d ignored SIGTERM for %.1fs; killing it", job_id, self.stop_grace)
+            job.process.signal(signal.SIGKILL)
+        await asyncio.shield(job.finished)
+        return job.info()
+
+    def status(self, job_id: int) -> JobInfo:
+        """A snapshot of the job. Raises JobNotFound."""
+        return self._get(job_id).info()
+
+    def list(self) -> list[JobInfo]:
+        """Every job, oldest first."""
+        return [job.info() for job in self._jobs.values()]
+
+    def subscribe(
+        self, job_id: int, streams: Stream = Stream.BOTH, offset: int = 0
+    ) -> Subscription:
+        """Follow the job's output from `offset` (in its combined output) to its end.
+
+        Raises JobNotFound at once, before any iteration, so callers can answer early.
+        """
+        job = self._get(job_id)
+        if not streams & Stream.BOTH:
+            raise InvalidRequest("select stdout, stderr or both")
+        if offset < 0:
+            raise InvalidRequest("offset must not be negative")
+        return Subscription(job.output, streams, offset)
+
+    async def wait(self, job_id: int) -> JobInfo:
+        """Wait until the job has exited and its output is drained; return its final status."""
+        job = self._get(job_id)
+        await asyncio.shield(job.finished)
+        return job.info()
+
+    async def close(self) -> None:
+        """Take no new jobs and stop every running one with the normal stop procedure."""
+        self._closed = True
+        running = [job.id for job in self._jobs.values() if not job.process.reaped]
+        results = await asyncio.gather(*(self.stop(i) for i in running), return_exceptions=True)
+        for job_id, result in zip(running, results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, JobNotRunning):
+                log.error("stopping job %d at shutdown failed: %r", job_id, result)
+
+    def _get(self, job_id: int) -> Job:
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    def _check_capacity(self, owner: str) -> None:
+        per_owner, total = self.limits.max_running_jobs_per_owner, self.limits.max_running_jobs
+        if per_owner and self._running[owner] >= per_owner:
+            raise LimitExceeded(f"{owner} already has {per_owner} running jobs (the limit)")
+        if total and sum(self._running.values()) >= total:
+            raise LimitExceeded(f"{total} jobs are already running (the limit)")
+
+
+def _next_free_id(logs: Path) -> int:
+    """Continue after the highest id already on disk, so an id is never reused for new output."""
+    ids = [int(name[:-4]) for name in os.listdir(logs) if name.endswith(".log")]
+    with contextlib.suppress(ValueError):
+        return max(ids) + 1
+    return 0

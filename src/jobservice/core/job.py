@@ -1,0 +1,116 @@
+"""One job's live record: its process, its output log, and the one place its state changes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+
+from jobservice.core.model import ExitStatus, JobInfo, JobState, Stream
+from jobservice.core.output_log import MAX_RECORD, OutputLog
+from jobservice.core.process import ProcessGroup
+from jobservice.core.spec import JobSpec
+
+__all__ = ["DRAIN_GRACE", "Job"]
+
+# After the job's process group is gone, how long a pipe may stay open (held by a process that
+# escaped the group with setsid) before we stop reading it and end the job's output.
+DRAIN_GRACE = 1.0
+# Pipe reads per wake-up: enough to keep up with a fast writer, few enough to stay fair to others.
+_READS_PER_WAKEUP = 4
+
+log = logging.getLogger("jobservice.core")
+
+
+class Job:
+    """A job from spawn to finish. Finished means: leader reaped and both pipes drained."""
+
+    def __init__(
+        self, job_id: int, owner: str, spec: JobSpec, output: OutputLog, process: ProcessGroup
+    ) -> None:
+        self.id = job_id
+        self.owner = owner
+        self.spec = spec
+        self.output = output
+        self.process = process
+        self.state = JobState.RUNNING
+        self.started_at = time.time()
+        self.ended_at: float | None = None
+        self.exit: ExitStatus | None = None
+        self._loop = asyncio.get_running_loop()
+        self.exited: asyncio.Future[None] = self._loop.create_future()  # leader reaped
+        self.finished: asyncio.Future[None] = self._loop.create_future()  # and output drained
+        self._pipes = {process.stdout_fd: Stream.STDOUT, process.stderr_fd: Stream.STDERR}
+        self._drain_timer: asyncio.TimerHandle | None = None
+        for fd, stream in self._pipes.items():
+            self._loop.add_reader(fd, self._on_output, fd, stream)
+        self._loop.add_reader(process.pidfd, self._on_exit)
+
+    def info(self) -> JobInfo:
+        finished = self.state is JobState.EXITED
+        return JobInfo(
+            id=self.id,
+            owner=self.owner,
+            command=self.spec.command,
+            args=self.spec.args,
+            dir=self.spec.dir,
+            state=self.state,
+            started_at=self.started_at,
+            ended_at=self.ended_at if finished else None,
+            exit=self.exit if finished else None,
+            output_bytes=self.output.data_bytes,
+            output_truncated=self.output.truncated,
+        )
+
+    def _on_output(self, fd: int, stream: Stream) -> None:
+        for _ in range(_READS_PER_WAKEUP):
+            try:
+                data = os.read(fd, MAX_RECORD)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                log.warning("job %d: reading %s failed: %s", self.id, stream.name, e)
+                data = b""
+            if not data:
+                self._close_pipe(fd)
+                return
+            self.output.append(stream, data)
+            if len(data) < MAX_RECORD:
+                return
+
+    def _on_exit(self) -> None:
+        self._loop.remove_reader(self.process.pidfd)
+        self.exit = self.process.reap()
+        self.ended_at = time.time()
+        self.exited.set_result(None)
+        if self._pipes:
+            self._drain_timer = self._loop.call_later(DRAIN_GRACE, self._abandon_pipes)
+        self._maybe_finish()
+
+    def _abandon_pipes(self) -> None:
+        log.warning(
+            "job %d: output still open %.0fs after the job ended (a process left its group); "
+            "closing it",
+            self.id,
+            DRAIN_GRACE,
+        )
+        for fd in list(self._pipes):
+            self._close_pipe(fd)
+
+    def _close_pipe(self, fd: int) -> None:
+        self._loop.remove_reader(fd)
+        self.process.close_pipe(fd)
+        del self._pipes[fd]
+        self._maybe_finish()
+
+    def _maybe_finish(self) -> None:
+        """The one state change: RUNNING -> EXITED, once reaped and drained."""
+        if self.state is JobState.EXITED or not self.process.reaped or self._pipes:
+            return
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+        self.state = JobState.EXITED
+        self.output.close()
+        self.finished.set_result(None)
+        log.info("job %d ended: %s", self.id, self.exit)

@@ -1,0 +1,118 @@
+"""Process control, the one module that touches the OS: spawn, signal a group, reap.
+
+Every job is the leader of its own session and process group. The leader is reaped only by
+`ProcessGroup.reap`, and the group is signalled only before that, while the leader (alive or a
+zombie) still holds the group id, so a signal can never reach a recycled group. Resource control
+(cgroups) slots in here: place the child in its cgroup before it runs its own code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import signal
+import subprocess
+from dataclasses import dataclass, field
+
+from jobservice.core.errors import (
+    CommandNotExecutable,
+    CommandNotFound,
+    DirectoryNotFound,
+    SpawnFailed,
+)
+from jobservice.core.model import ExitStatus
+from jobservice.core.spec import JobSpec
+
+__all__ = ["ProcessGroup", "spawn"]
+
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+# A larger pipe lets a chatty job run ahead between our reads instead of blocking on a full pipe.
+PIPE_SIZE = 1 << 20
+
+
+@dataclass(eq=False)
+class ProcessGroup:
+    """A spawned job: its leader's pid (= group id), a pidfd to watch, and its output pipes."""
+
+    pid: int
+    pidfd: int
+    stdout_fd: int
+    stderr_fd: int
+    _popen: subprocess.Popen[bytes] = field(repr=False)
+    reaped: bool = False
+
+    def signal(self, sig: int) -> None:
+        """Send `sig` to every process in the job's group; a no-op once the leader is reaped."""
+        if self.reaped:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, sig)
+
+    def reap(self) -> ExitStatus:
+        """Kill what is left of the group, then reap the (exited) leader and return its status.
+
+        The leader has exited when this is called (its pidfd became readable). Processes it left
+        behind in its group die with it, so a job's pipes reach end-of-file and nothing outlives it.
+        """
+        self.signal(signal.SIGKILL)
+        try:
+            _, status = os.waitpid(self.pid, 0)
+            result = ExitStatus.from_wait_status(status)
+        except ChildProcessError:  # reaped by someone else: the status is lost
+            result = ExitStatus(code=255)
+        self.reaped = True
+        self._popen.returncode = result.shell_code  # tell subprocess it need not reap it
+        os.close(self.pidfd)
+        return result
+
+    def close_pipe(self, fd: int) -> None:
+        """Close one of the output pipes (after end-of-file, or when giving up on it)."""
+        for f in (self._popen.stdout, self._popen.stderr):
+            if f is not None and not f.closed and f.fileno() == fd:
+                f.close()
+
+
+def spawn(spec: JobSpec) -> ProcessGroup:
+    """Start `spec` in a new session and process group, stdin from /dev/null, output to pipes."""
+    try:
+        popen = subprocess.Popen(
+            [spec.command, *spec.args],
+            executable=spec.executable,
+            cwd=spec.dir,
+            env=spec.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
+            restore_signals=True,
+        )
+    except OSError as e:
+        raise _spawn_error(spec, e) from None
+    assert popen.stdout is not None
+    assert popen.stderr is not None
+    try:
+        pidfd = os.pidfd_open(popen.pid)
+    except OSError as e:  # pragma: no cover - kernels older than 5.3
+        popen.kill()
+        popen.wait()
+        raise SpawnFailed(f"cannot watch the process: {e.strerror}") from None
+    fds = (popen.stdout.fileno(), popen.stderr.fileno())
+    for fd in fds:
+        os.set_blocking(fd, False)
+        with contextlib.suppress(OSError):  # only an optimisation; the default size still works
+            fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
+    return ProcessGroup(popen.pid, pidfd, fds[0], fds[1], popen)
+
+
+def _spawn_error(spec: JobSpec, e: OSError) -> Exception:
+    """Translate an exec/chdir failure reported by the child into the library's errors."""
+    if e.filename == spec.dir:  # the child failed at chdir
+        return DirectoryNotFound(f"cannot enter directory {spec.dir}: {e.strerror}")
+    if e.errno == errno.ENOENT:
+        return CommandNotFound(f"command not found: {spec.command}")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.ENOEXEC, errno.EISDIR, errno.ENOTDIR):
+        return CommandNotExecutable(f"cannot execute {spec.command}: {e.strerror}")
+    return SpawnFailed(f"cannot start {spec.command}: {e.strerror}")

@@ -1,0 +1,140 @@
+"""Validate a start request and resolve its command: everything checked before a process exists."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from jobservice.core.errors import (
+    CommandNotExecutable,
+    CommandNotFound,
+    DirectoryNotFound,
+    InvalidRequest,
+)
+from jobservice.core.model import Limits
+
+__all__ = ["DEFAULT_PATH", "JobSpec", "make_spec"]
+
+# Used to find a command when the job's environment has no PATH; the job's environment itself is
+# left exactly as given.
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A validated request: what to run, where, and with which environment."""
+
+    command: str  # as the caller gave it; becomes argv[0]
+    executable: str  # the resolved file that is executed
+    args: tuple[str, ...]
+    dir: str
+    env: dict[str, str]
+
+
+def make_spec(
+    command: str, args: Sequence[str], dir: str, env: Sequence[str], limits: Limits
+) -> JobSpec:
+    """Check a request against the limits and the file system; raise InvalidRequest and kin."""
+    args, env = tuple(args), tuple(env)
+    _check_sizes(command, args, dir, env, limits)
+    directory = _check_directory(dir or "/")
+    environment = _parse_env(env)
+    path = environment.get("PATH", DEFAULT_PATH)
+    executable = resolve_command(command, path, directory)
+    return JobSpec(command, executable, args, directory, environment)
+
+
+def _text_size(what: str, value: str) -> int:
+    if "\0" in value:
+        raise InvalidRequest(f"{what} must not contain NUL bytes")
+    try:
+        return len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidRequest(f"{what} must be valid UTF-8 text") from None
+
+
+def _check_sizes(
+    command: str, args: tuple[str, ...], dir: str, env: tuple[str, ...], limits: Limits
+) -> None:
+    if not command:
+        raise InvalidRequest("command must not be empty")
+    if len(args) > limits.max_args:
+        raise InvalidRequest(f"too many arguments: {len(args)} (limit {limits.max_args})")
+    if len(env) > limits.max_env:
+        raise InvalidRequest(f"too many environment entries: {len(env)} (limit {limits.max_env})")
+    command_bytes = _text_size("command", command)
+    if command_bytes > limits.max_command_bytes:
+        raise InvalidRequest(f"command is {command_bytes} bytes (limit {limits.max_command_bytes})")
+    total = command_bytes + _text_size("directory", dir)
+    total += sum(_text_size(f"argument {i}", a) + 1 for i, a in enumerate(args))
+    total += sum(_text_size("environment entry", e) + 1 for e in env)
+    if total > limits.max_request_bytes:
+        raise InvalidRequest(
+            f"command, arguments and environment are {total} bytes "
+            f"(limit {limits.max_request_bytes})"
+        )
+
+
+def _parse_env(entries: tuple[str, ...]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for entry in entries:
+        name, sep, value = entry.partition("=")
+        if not sep or not name:
+            shown = entry if len(entry) <= 64 else entry[:61] + "..."
+            raise InvalidRequest(f"environment entry {shown!r} is not NAME=VALUE")
+        env[name] = value  # a later entry wins, as with `env A=1 A=2`
+    return env
+
+
+def _check_directory(dir: str) -> str:
+    if not os.path.isabs(dir):
+        raise InvalidRequest(f"directory {dir!r} must be an absolute path")
+    try:
+        mode = os.stat(dir).st_mode
+    except OSError:
+        raise DirectoryNotFound(f"directory not found: {dir}") from None
+    if not stat.S_ISDIR(mode):
+        raise DirectoryNotFound(f"not a directory: {dir}")
+    return dir
+
+
+def resolve_command(command: str, path: str, directory: str) -> str:
+    """The file to execute for `command`, found as a shell would: a path, or a name on PATH."""
+    if "/" in command:
+        candidate = os.path.join(directory, command)  # an absolute command ignores directory
+        problem = _executable_problem(candidate)
+        if problem == "missing":
+            raise CommandNotFound(f"command not found: {command}")
+        if problem:
+            raise CommandNotExecutable(f"cannot execute {command}: {problem}")
+        return candidate
+    found_unusable: str | None = None
+    for entry in path.split(":"):
+        candidate = os.path.join(entry or directory, command)  # an empty entry means "here"
+        problem = _executable_problem(candidate)
+        if not problem:
+            return candidate
+        if problem != "missing" and found_unusable is None:
+            found_unusable = f"cannot execute {candidate}: {problem}"
+    if found_unusable:
+        raise CommandNotExecutable(found_unusable)
+    raise CommandNotFound(f"command not found: {command} (searched PATH={path})")
+
+
+def _executable_problem(candidate: str) -> str:
+    """'' if `candidate` can be executed, else why not ('missing' if it does not exist)."""
+    try:
+        mode = os.stat(candidate).st_mode
+    except FileNotFoundError:
+        return "missing"
+    except OSError as e:
+        return e.strerror or "not accessible"
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    if not stat.S_ISREG(mode):
+        return "not a regular file"
+    if not os.access(candidate, os.X_OK):
+        return "permission denied"
+    return ""
