@@ -1,0 +1,225 @@
+"""Starting jobs: ids, the environment, PATH lookup, the process's session, and every error."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from corehelp import PYTHON, collect, joined, python_job
+
+from jobservice.core import (
+    CommandNotExecutable,
+    CommandNotFound,
+    CoordinatorClosed,
+    DirectoryNotFound,
+    InvalidRequest,
+    JobCoordinator,
+    JobState,
+    LimitExceeded,
+    Limits,
+)
+
+
+async def test_ids_start_at_zero_and_increase(coord: JobCoordinator) -> None:
+    ids = [await coord.start("alice", "true") for _ in range(3)]
+    assert ids == [0, 1, 2]
+
+
+async def test_concurrent_starts_get_distinct_ids(coord: JobCoordinator) -> None:
+    ids = await asyncio.gather(*(coord.start("alice", "true") for _ in range(50)))
+    assert sorted(ids) == list(range(50))
+
+
+async def test_failed_start_uses_no_id(coord: JobCoordinator) -> None:
+    with pytest.raises(CommandNotFound):
+        await coord.start("alice", "no-such-command-xyz")
+    assert await coord.start("alice", "true") == 0
+
+
+async def test_ids_continue_after_a_restart_on_the_same_data_dir(tmp_path: Path) -> None:
+    first = JobCoordinator(tmp_path)
+    await first.wait(await first.start("a", "true"))
+    await first.wait(await first.start("a", "true"))
+    second = JobCoordinator(tmp_path)
+    assert await second.start("a", "true") == 2
+    await second.close()
+
+
+async def test_echo_hello_world(coord: JobCoordinator) -> None:
+    job = await coord.start("alice", "echo", ["hello world"], "/tmp", ["PATH=/usr/bin:/bin"])
+    assert joined(await collect(coord, job)) == b"hello world\n"
+    info = coord.status(job)
+    assert info.state is JobState.EXITED
+    assert info.exit is not None
+    assert info.exit.code == 0
+    assert (info.owner, info.command, info.args, info.dir) == (
+        "alice",
+        "echo",
+        ("hello world",),
+        "/tmp",
+    )
+
+
+async def test_environment_is_exactly_the_given_one(
+    coord: JobCoordinator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JOBSERVICE_SERVER_SECRET", "must-not-leak")
+    cmd, args = python_job("import os, json; print(json.dumps(dict(os.environ)))")
+    job = await coord.start("alice", cmd, args, env=["A=1", "B=x=y", "EMPTY="])
+    env = json.loads(joined(await collect(coord, job)))
+    env.pop("LC_CTYPE", None)  # CPython may add this when coercing the C locale
+    assert env == {"A": "1", "B": "x=y", "EMPTY": ""}
+
+
+async def test_command_found_on_the_jobs_path(coord: JobCoordinator, tmp_path: Path) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    script = bindir / "greet"
+    script.write_text("#!/bin/sh\necho greetings\n")
+    script.chmod(0o755)
+    job = await coord.start("a", "greet", env=[f"PATH={bindir}"])
+    assert joined(await collect(coord, job)) == b"greetings\n"
+    with pytest.raises(CommandNotFound):
+        await coord.start("a", "greet")  # not on the default PATH
+
+
+async def test_default_path_when_env_has_none(coord: JobCoordinator) -> None:
+    job = await coord.start("a", "env")
+    # `env` was found on the safe default PATH, but no PATH is injected into the job.
+    assert joined(await collect(coord, job)) == b""
+
+
+async def test_relative_command_resolves_against_the_job_directory(
+    coord: JobCoordinator, tmp_path: Path
+) -> None:
+    script = tmp_path / "run.sh"
+    script.write_text("#!/bin/sh\npwd\n")
+    script.chmod(0o755)
+    job = await coord.start("a", "./run.sh", dir=str(tmp_path))
+    assert joined(await collect(coord, job)) == f"{tmp_path}\n".encode()
+
+
+async def test_stdin_is_dev_null(coord: JobCoordinator) -> None:
+    job = await coord.start("a", "cat")  # would block forever on an inherited stdin
+    info = await coord.wait(job)
+    assert info.exit is not None
+    assert info.exit.code == 0
+    assert joined(await collect(coord, job)) == b""
+
+
+async def test_job_leads_its_own_session_and_process_group(coord: JobCoordinator) -> None:
+    cmd, args = python_job("import os; print(os.getsid(0) == os.getpid() == os.getpgid(0))")
+    job = await coord.start("a", cmd, args)
+    assert joined(await collect(coord, job)) == b"True\n"
+
+
+async def test_a_failing_command_is_not_a_start_error(coord: JobCoordinator) -> None:
+    job = await coord.start("a", "sh", ["-c", "exit 7"])
+    info = await coord.wait(job)
+    assert info.exit is not None
+    assert info.exit.code == 7
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "dir", "env", "message"),
+    [
+        ("", [], "", [], "command must not be empty"),
+        ("ec\0ho", [], "", [], "NUL"),
+        ("echo", ["a\0b"], "", [], "NUL"),
+        ("echo", [], "/t\0mp", [], "NUL"),
+        ("echo", [], "", ["A=\0"], "NUL"),
+        ("echo", [], "", ["NOEQUALS"], "is not NAME=VALUE"),
+        ("echo", [], "", ["=value"], "is not NAME=VALUE"),
+        ("echo", ["\udcff"], "", [], "valid UTF-8"),
+        ("echo", [], "tmp", [], "absolute path"),
+        ("echo", ["x"] * 5000, "", [], "too many arguments"),
+        ("echo", [], "", ["A=1"] * 5000, "too many environment entries"),
+        ("echo", ["x" * (600 << 10)] * 2, "", [], "limit"),
+        ("x" * 5000, [], "", [], "limit 4096"),
+    ],
+)
+async def test_invalid_requests(
+    coord: JobCoordinator, command: str, args: list[str], dir: str, env: list[str], message: str
+) -> None:
+    with pytest.raises(InvalidRequest, match=message):
+        await coord.start("a", command, args, dir, env)
+    assert coord.list() == []
+
+
+async def test_command_not_found(coord: JobCoordinator) -> None:
+    with pytest.raises(CommandNotFound, match="command not found: nope-xyz"):
+        await coord.start("a", "nope-xyz")
+    with pytest.raises(CommandNotFound):
+        await coord.start("a", "/no/such/file")
+
+
+async def test_command_not_executable(coord: JobCoordinator, tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.write_text("echo hi\n")
+    plain.chmod(0o644)
+    with pytest.raises(CommandNotExecutable, match="permission denied"):
+        await coord.start("a", str(plain))
+    with pytest.raises(CommandNotExecutable, match="is a directory"):
+        await coord.start("a", str(tmp_path))
+    with pytest.raises(CommandNotExecutable):
+        await coord.start("a", "plain", env=[f"PATH={tmp_path}"])
+
+
+async def test_exec_format_error_is_not_executable(coord: JobCoordinator, tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage"
+    garbage.write_bytes(b"\x00\x01\x02 not a program")
+    garbage.chmod(stat.S_IRWXU)
+    with pytest.raises(CommandNotExecutable, match="Exec format error"):
+        await coord.start("a", str(garbage))
+    assert coord.list() == []
+
+
+async def test_directory_errors(coord: JobCoordinator, tmp_path: Path) -> None:
+    with pytest.raises(DirectoryNotFound, match="directory not found"):
+        await coord.start("a", "true", dir=str(tmp_path / "missing"))
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    with pytest.raises(DirectoryNotFound, match="not a directory"):
+        await coord.start("a", "true", dir=str(a_file))
+
+
+async def test_per_owner_running_limit(tmp_path: Path) -> None:
+    coord = JobCoordinator(tmp_path, limits=Limits(max_running_jobs_per_owner=2), stop_grace=1)
+    a = [await coord.start("alice", "sleep", ["100"]) for _ in range(2)]
+    with pytest.raises(LimitExceeded, match="alice already has 2 running jobs"):
+        await coord.start("alice", "sleep", ["100"])
+    await coord.start("bob", "sleep", ["100"])  # another owner is not affected
+    await coord.stop(a[0])
+    await coord.start("alice", "true")  # a finished job frees its slot
+    await coord.close()
+
+
+async def test_total_running_limit(tmp_path: Path) -> None:
+    coord = JobCoordinator(tmp_path, limits=Limits(max_running_jobs=1), stop_grace=1)
+    await coord.start("alice", "sleep", ["100"])
+    with pytest.raises(LimitExceeded, match="1 jobs are already running"):
+        await coord.start("bob", "sleep", ["100"])
+    await coord.close()
+
+
+async def test_closed_coordinator_takes_no_new_jobs(tmp_path: Path) -> None:
+    coord = JobCoordinator(tmp_path)
+    job = await coord.start("a", "sleep", ["100"])
+    await coord.close()
+    assert coord.status(job).state is JobState.EXITED
+    with pytest.raises(CoordinatorClosed):
+        await coord.start("a", "true")
+
+
+def test_core_imports_nothing_above_it() -> None:
+    code = (
+        "import sys, jobservice.core\n"
+        "print(sorted(m for m in sys.modules if 'grpc' in m or 'proto' in m\n"
+        "             or m.startswith('jobservice.') and not m.startswith('jobservice.core')))"
+    )
+    out = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
