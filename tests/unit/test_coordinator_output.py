@@ -204,12 +204,12 @@ signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
 async def main():
     coord = JobCoordinator(sys.argv[1])
-    job = await coord.start("a", "head", ["-c", "1000000", "/dev/zero"])
+    job = await coord.start("a", "sh", ["-c", "echo start; sleep 0.1; head -c 1000000 /dev/zero"])
     info = await coord.wait(job)
     data = b"".join([c.data async for c in coord.subscribe(job)])
     after = await coord.wait(await coord.start("a", "echo", ["still serving"]))
-    print(json.dumps([info.exit.code, info.output_truncated, info.output_bytes, len(data),
-                      after.exit.code]))
+    print(json.dumps([info.exit.code, info.output_truncated, info.output_bytes,
+                      data.startswith(b"start\\n") and len(data), after.exit.code]))
 asyncio.run(main())
 """
 

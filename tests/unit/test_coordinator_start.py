@@ -218,7 +218,7 @@ async def test_closed_coordinator_takes_no_new_jobs(tmp_path: Path) -> None:
 def test_core_imports_nothing_above_it() -> None:
     code = (
         "import sys, jobservice.core\n"
-        "print(sorted(m for m in sys.modules if 'grpc' in m or 'proto' in m\n"
+        "print(sorted(m for m in sys.modules if 'grpc' in m or 'protobuf' in m\n"
         "             or m.startswith('jobservice.') and not m.startswith('jobservice.core')))"
     )
     out = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True)
