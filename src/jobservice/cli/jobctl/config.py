@@ -1,0 +1,230 @@
+"""Connection settings: flags, then JOBCTL_* environment variables, then a profile in config.toml.
+
+The config file is `$XDG_CONFIG_HOME/jobctl/config.toml` (default `~/.config/jobctl/config.toml`):
+
+    [profiles.default]              # used when no --profile / JOBCTL_PROFILE is given
+    server = "127.0.0.1:50051"
+    ca = "~/pki/ca.pem"             # relative paths are relative to the config file
+    cert = "~/pki/alice.pem"
+    key = "~/pki/alice.key"
+    user = "alice"                  # optional; checked against the certificate's CN
+
+Fallbacks when nothing names them: the key is the certificate's path with `.key` for its
+suffix, and the CA is `ca.pem` beside the certificate (the layout `jobd pki init` writes).
+"""
+
+# Heavy modules (grpclib, protobuf, cryptography) are imported inside functions, so that
+# `jobctl --help` and usage errors stay instant: see docs/cli.md "Cold start".
+# ruff: noqa: PLC0415
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from jobservice.cli.jobctl.exitcodes import CliError, ExitCode
+
+__all__ = [
+    "DEFAULT_PORT",
+    "DEFAULT_PROFILE",
+    "DEFAULT_SERVER",
+    "ENV_VARS",
+    "Globals",
+    "Settings",
+    "config_path",
+    "parse_server",
+    "resolve",
+    "settings_of",
+]
+
+DEFAULT_SERVER = "127.0.0.1:50051"
+DEFAULT_PORT = 50051
+DEFAULT_PROFILE = "default"
+# Setting name -> environment variable.
+ENV_VARS = {
+    "server": "JOBCTL_SERVER",
+    "cert": "JOBCTL_CERT",
+    "key": "JOBCTL_KEY",
+    "ca": "JOBCTL_CA",
+    "user": "JOBCTL_USER",
+}
+PROFILE_ENV = "JOBCTL_PROFILE"
+_FIELDS = ("server", "cert", "key", "ca", "user")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything needed to reach the server as one user."""
+
+    server: str
+    host: str
+    port: int
+    ca: Path
+    cert: Path
+    key: Path
+    user: str | None
+
+
+def config_path(env: Mapping[str, str]) -> Path:
+    """Where the config file lives, honouring XDG_CONFIG_HOME."""
+    base = env.get("XDG_CONFIG_HOME") or ""
+    if os.path.isabs(base):  # the XDG spec says to ignore relative values
+        return Path(base) / "jobctl" / "config.toml"
+    root = Path(env.get("HOME", "~")).expanduser() / ".config"
+    return root / "jobctl" / "config.toml"
+
+
+def parse_server(text: str) -> tuple[str, int]:
+    """`host:port`, `host` (default port), or `[v6addr]:port` -> (host, port)."""
+    text = text.strip()
+    host, port_text = text, ""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    if not host:
+        raise CliError(f"Invalid server address {text!r}: expected HOST:PORT.", ExitCode.USAGE)
+    if not port_text:
+        return host, DEFAULT_PORT
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise CliError(f"Invalid port in server address {text!r}.", ExitCode.USAGE)
+    return host, int(port_text)
+
+
+def _load_profile(path: Path, name: str, *, explicit: bool) -> dict[str, str]:
+    """The named profile's settings, paths made absolute; {} when there is nothing to load."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if explicit:
+            raise CliError(
+                f"Profile '{name}' requested but there is no config file at {path}.", ExitCode.USAGE
+            ) from None
+        return {}
+    except OSError as exc:
+        raise CliError(f"Cannot read {path}: {exc.strerror}.", ExitCode.USAGE) from None
+    import tomllib  # only when a profile is needed
+
+    try:
+        data: dict[str, Any] = tomllib.loads(raw.decode("utf-8", "replace"))
+    except tomllib.TOMLDecodeError as exc:
+        raise CliError(f"{path} is not valid TOML: {exc}.", ExitCode.USAGE) from None
+    profiles = data.get("profiles", {})
+    if not isinstance(profiles, dict) or name not in profiles:
+        if not explicit:
+            return {}
+        known = ", ".join(sorted(profiles)) if isinstance(profiles, dict) else ""
+        raise CliError(
+            f"No profile '{name}' in {path} (profiles: {known or 'none'}).", ExitCode.USAGE
+        )
+    return _check_profile(path, name, profiles[name])
+
+
+def _check_profile(path: Path, name: str, profile: object) -> dict[str, str]:
+    where = f"profile '{name}' in {path}"
+    if not isinstance(profile, dict):
+        raise CliError(f"{where} must be a table of settings.", ExitCode.USAGE)
+    unknown = sorted(set(profile) - set(_FIELDS))
+    if unknown:
+        raise CliError(
+            f"Unknown setting {unknown[0]!r} in {where} (known: {', '.join(_FIELDS)}).",
+            ExitCode.USAGE,
+        )
+    result: dict[str, str] = {}
+    for field, value in profile.items():
+        if not isinstance(value, str):
+            raise CliError(f"Setting {field!r} in {where} must be a string.", ExitCode.USAGE)
+        is_path = field in ("cert", "key", "ca")
+        result[field] = str(path.parent / Path(value).expanduser()) if is_path else value
+    return result
+
+
+def _existing_file(option: str, value: str | None, source: str) -> Path:
+    what = _WHAT[option]
+    if not value:
+        raise CliError(
+            f"No {what} given: pass {_FLAG[option]}, set {ENV_VARS[option]}, or add "
+            f"'{option}' to a profile in the config file (see `jobctl --help`).",
+            ExitCode.USAGE,
+        )
+    path = Path(value).expanduser()
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise CliError(f"Cannot read {what} file {path} (from {source}).", ExitCode.USAGE)
+    return path
+
+
+_FLAG = {"cert": "-c/--cert", "key": "-k/--key", "ca": "--ca"}
+_WHAT = {"cert": "client certificate", "key": "client key", "ca": "CA certificate"}
+
+
+def resolve(
+    flags: Mapping[str, str | None], env: Mapping[str, str], profile: str | None
+) -> Settings:
+    """Merge flags > environment > config profile > fallbacks into checked Settings."""
+    chosen: dict[str, str] = {}
+    source: dict[str, str] = {}
+    for field in _FIELDS:
+        if flags.get(field):
+            chosen[field], source[field] = str(flags[field]), "the command line"
+        elif env.get(ENV_VARS[field]):
+            chosen[field], source[field] = env[ENV_VARS[field]], ENV_VARS[field]
+    explicit = profile is not None or bool(env.get(PROFILE_ENV))
+    name = profile or env.get(PROFILE_ENV) or DEFAULT_PROFILE
+    if explicit or len(chosen) < len(_FIELDS):
+        path = config_path(env)
+        for field, value in _load_profile(path, name, explicit=explicit).items():
+            if field not in chosen:
+                chosen[field], source[field] = value, f"profile '{name}' in {path}"
+    _fill_fallbacks(chosen, source)
+    server = chosen.get("server", DEFAULT_SERVER)
+    host, port = parse_server(server)
+    cert = _existing_file("cert", chosen.get("cert"), source.get("cert", ""))
+    key = _existing_file("key", chosen.get("key"), source.get("key", ""))
+    ca = _existing_file("ca", chosen.get("ca"), source.get("ca", ""))
+    user = chosen.get("user") or None
+    return Settings(server=server, host=host, port=port, ca=ca, cert=cert, key=key, user=user)
+
+
+def _fill_fallbacks(chosen: dict[str, str], source: dict[str, str]) -> None:
+    """Key and CA beside the certificate, as `jobd pki init` lays them out."""
+    cert = chosen.get("cert")
+    if not cert:
+        return
+    cert_path = Path(cert).expanduser()
+    fallbacks = {"key": cert_path.with_suffix(".key"), "ca": cert_path.parent / "ca.pem"}
+    for field, candidate in fallbacks.items():
+        if field not in chosen and candidate.is_file():
+            chosen[field], source[field] = str(candidate), f"the file beside {cert_path}"
+
+
+@dataclass(frozen=True, slots=True)
+class Globals:
+    """The global options as given; resolved into Settings only by commands that connect."""
+
+    server: str | None
+    user: str | None
+    cert: str | None
+    key: str | None
+    ca: str | None
+    profile: str | None
+
+
+def settings_of(ctx: click.Context) -> Settings:
+    """Resolve the connection settings for the running command (flags > env > profile)."""
+    given = ctx.find_object(Globals)
+    if given is None:  # a verb invoked without the group (only in tests of the verb alone)
+        given = Globals(None, None, None, None, None, None)
+    flags = {
+        "server": given.server,
+        "user": given.user,
+        "cert": given.cert,
+        "key": given.key,
+        "ca": given.ca,
+    }
+    return resolve(flags, os.environ, given.profile)

@@ -1,0 +1,98 @@
+"""Reach the server: check --user against the certificate, open the channel, map failures."""
+
+# Heavy modules (grpclib, protobuf, cryptography) are imported inside functions, so that
+# `jobctl --help` and usage errors stay instant: see docs/cli.md "Cold start".
+# ruff: noqa: PLC0415
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, TypeVar
+
+from jobservice.cli.jobctl.config import Settings
+from jobservice.cli.jobctl.exitcodes import CliError, ExitCode, from_exception
+
+if TYPE_CHECKING:
+    from jobservice.api.v1.jobservice_grpc import JobServiceStub
+
+__all__ = ["CONNECT_TIMEOUT", "RPC_TIMEOUT", "call", "certificate_user", "check_user", "connected"]
+
+CONNECT_TIMEOUT = 10.0
+# Unary calls other than Stop (which waits out the job's grace period) answer at once.
+RPC_TIMEOUT = 30.0
+T = TypeVar("T")
+
+
+def certificate_user(cert: str | bytes) -> str:
+    """The user a PEM certificate authenticates as (its CN), read as the server reads it."""
+    import ssl
+
+    from jobservice.security.identity import identity_from_certificate
+
+    pem = cert.decode("ascii", "replace") if isinstance(cert, bytes) else cert
+    return identity_from_certificate(ssl.PEM_cert_to_DER_cert(pem)).user
+
+
+def check_user(settings: Settings) -> None:
+    """`--user NAME` is a statement about the certificate: refuse to go on if it is false."""
+    if settings.user is None:
+        return
+    try:
+        actual = certificate_user(settings.cert.read_bytes())
+    except Exception as exc:  # any parse failure is the same answer to the user
+        raise CliError(
+            f"Cannot read a user from certificate {settings.cert}: {exc}", ExitCode.USAGE
+        ) from None
+    if actual != settings.user:
+        raise CliError(
+            f"--user is '{settings.user}' but certificate {settings.cert} is for '{actual}'; "
+            f"pass the certificate of '{settings.user}' or drop --user.",
+            ExitCode.USAGE,
+        )
+
+
+def _target(settings: Settings) -> str:
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"{host}:{settings.port}"
+
+
+@asynccontextmanager
+async def connected(settings: Settings) -> AsyncIterator[JobServiceStub]:
+    """A stub on a connected, policy-checked TLS channel; closed on exit."""
+    from jobservice.api.client import open_channel
+    from jobservice.api.v1.jobservice_grpc import JobServiceStub
+
+    channel = await open_channel(
+        _target(settings),
+        ca=settings.ca,
+        cert=settings.cert,
+        key=settings.key,
+        connect_timeout=CONNECT_TIMEOUT,
+    )
+    try:
+        yield JobServiceStub(channel)
+    finally:
+        channel.close()
+
+
+def call(
+    settings: Settings,
+    body: Callable[[JobServiceStub], Awaitable[T]],
+    *,
+    job: int | None = None,
+) -> T:
+    """Run `body` with a connected stub; any failure becomes a CliError about `job`."""
+    check_user(settings)
+
+    async def main() -> T:
+        async with connected(settings) as stub:
+            return await body(stub)
+
+    try:
+        return asyncio.run(main())
+    except (CliError, KeyboardInterrupt, BrokenPipeError):
+        raise
+    except Exception as exc:  # the boundary: every other failure is translated, none leaks
+        raise from_exception(exc, server=settings.server, job=job) from exc

@@ -1,0 +1,44 @@
+"""`jobctl list`: every job the caller may see, oldest first."""
+
+# Heavy modules (grpclib, protobuf, cryptography) are imported inside functions, so that
+# `jobctl --help` and usage errors stay instant: see docs/cli.md "Cold start".
+# ruff: noqa: PLC0415
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import click
+
+from jobservice.cli.jobctl.config import settings_of
+from jobservice.cli.jobctl.connect import RPC_TIMEOUT, call
+from jobservice.cli.jobctl.render import JobView, job_json, list_table
+
+if TYPE_CHECKING:
+    from jobservice.api.v1.jobservice_grpc import JobServiceStub
+
+__all__ = ["command", "list_jobs"]
+
+
+async def list_jobs(stub: JobServiceStub) -> list[JobView]:
+    from jobservice.api.v1 import jobservice_pb2 as pb
+
+    response = await stub.List(pb.ListRequest(), timeout=RPC_TIMEOUT)
+    return [JobView.from_message(job) for job in response.jobs]
+
+
+@click.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of jobs (docs/cli.md).")
+@click.pass_context
+def command(ctx: click.Context, *, as_json: bool) -> int:
+    """List the jobs you may see: id, owner, state, exit, started, command.
+
+    Your own jobs, or everyone's if your role covers All.
+    """
+    jobs = call(settings_of(ctx), list_jobs)
+    if as_json:
+        click.echo(json.dumps([job_json(job) for job in jobs]))
+    else:
+        click.echo(list_table(jobs))
+    return 0

@@ -1,0 +1,157 @@
+"""How jobctl prints jobs: the contract's status lines, the JSON shape and the list table."""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from jobservice.api.v1.jobservice_pb2 import JobStatus
+
+__all__ = [
+    "JobView",
+    "exit_text",
+    "job_json",
+    "list_table",
+    "not_running_line",
+    "status_line",
+    "stopped_line",
+]
+
+
+_JOB_STATE_RUNNING = 1  # jobservice.v1.JobState.JOB_STATE_RUNNING
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """One job as jobctl shows it; built from a `JobStatus` message with `from_message`."""
+
+    id: int
+    owner: str
+    command: str
+    args: tuple[str, ...]
+    dir: str
+    running: bool
+    exit_code: int | None = None  # set when the job exited on its own
+    signal: int | None = None  # set when a signal ended it
+    started_at: float | None = None  # seconds since the epoch
+    ended_at: float | None = None
+    output_bytes: int = 0
+    output_truncated: bool = False
+
+    @classmethod
+    def from_message(cls, msg: JobStatus) -> JobView:
+        def seconds(ts: Timestamp) -> float:
+            return ts.seconds + ts.nanos / 1e9
+
+        return cls(
+            id=msg.job_id,
+            owner=msg.owner,
+            command=msg.command,
+            args=tuple(msg.args),
+            dir=msg.dir,
+            running=msg.state == _JOB_STATE_RUNNING,
+            exit_code=msg.exit_code if msg.HasField("exit_code") else None,
+            signal=msg.signal if msg.HasField("signal") else None,
+            started_at=seconds(msg.started_at) if msg.HasField("started_at") else None,
+            ended_at=seconds(msg.ended_at) if msg.HasField("ended_at") else None,
+            output_bytes=msg.output_bytes,
+            output_truncated=msg.output_truncated,
+        )
+
+    @property
+    def shell_code(self) -> int | None:
+        """The exit status a shell would report: the code, or 128 + the signal number."""
+        if self.running:
+            return None
+        if self.signal is not None:
+            return 128 + self.signal
+        return self.exit_code if self.exit_code is not None else 0
+
+    @property
+    def signal_name(self) -> str | None:
+        if self.signal is None:
+            return None
+        try:
+            return signal.Signals(self.signal).name
+        except ValueError:
+            return f"SIG{self.signal}"
+
+
+def exit_text(job: JobView) -> str:
+    """`0`, `3`, or `143 (SIGTERM)`; empty while the job runs."""
+    if job.running:
+        return ""
+    name = job.signal_name
+    return f"{job.shell_code} ({name})" if name else str(job.shell_code)
+
+
+def status_line(job: JobView) -> str:
+    """The contract's status line: `Job '42': Exited: 0` or `Job '77': Running`."""
+    if job.running:
+        return f"Job '{job.id}': Running"
+    return f"Job '{job.id}': Exited: {exit_text(job)}"
+
+
+def stopped_line(job_id: int) -> str:
+    return f"Stopped Job '{job_id}'"
+
+
+def not_running_line(job_id: int) -> str:
+    return f"Job '{job_id}' is not running."
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def job_json(job: JobView) -> dict[str, Any]:
+    """The documented JSON object for a job (docs/cli.md "JSON output"); keys are stable."""
+    return {
+        "id": job.id,
+        "owner": job.owner,
+        "command": job.command,
+        "args": list(job.args),
+        "dir": job.dir,
+        "state": "running" if job.running else "exited",
+        "exit_code": job.shell_code,
+        "signal": job.signal_name,
+        "started_at": _iso(job.started_at),
+        "ended_at": _iso(job.ended_at),
+        "output_bytes": job.output_bytes,
+        "output_truncated": job.output_truncated,
+    }
+
+
+def _started(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def list_table(jobs: list[JobView]) -> str:
+    """Aligned columns ID OWNER STATE EXIT STARTED COMMAND, one job a line, header first."""
+    header = ("ID", "OWNER", "STATE", "EXIT", "STARTED", "COMMAND")
+    rows = [
+        (
+            str(job.id),
+            job.owner,
+            "running" if job.running else "exited",
+            exit_text(job) or "-",
+            _started(job.started_at),
+            shlex.join((job.command, *job.args)),
+        )
+        for job in jobs
+    ]
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header) - 1)]
+    lines = []
+    for row in (header, *rows):
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(lines)

@@ -1,0 +1,108 @@
+"""`jobctl run`: start a job, follow its output, and exit with the job's own exit status."""
+
+# Heavy modules (grpclib, protobuf, cryptography) are imported inside functions, so that
+# `jobctl --help` and usage errors stay instant: see docs/cli.md "Cold start".
+# ruff: noqa: PLC0415
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import TYPE_CHECKING
+
+import click
+
+from jobservice.cli.jobctl.config import settings_of
+from jobservice.cli.jobctl.connect import call
+from jobservice.cli.jobctl.output import Sink, follow, stream_options, warn_if_truncated
+from jobservice.cli.jobctl.render import JobView
+from jobservice.cli.jobctl.start import JobSpec, env_dir_options, start_job
+from jobservice.cli.jobctl.status import job_status
+from jobservice.cli.jobctl.stop import stop_job
+
+if TYPE_CHECKING:
+    from jobservice.api.v1.jobservice_grpc import JobServiceStub
+
+__all__ = ["command"]
+
+# Signals that, as for a local command, end the job too: the remote job is stopped first.
+_FORWARDED = (signal.SIGINT, signal.SIGTERM)
+
+
+async def _stop_after_interrupt(stub: JobServiceStub, job_id: int) -> None:
+    from grpclib.const import Status
+    from grpclib.exceptions import GRPCError
+
+    click.echo(f"jobctl: interrupted, stopping Job '{job_id}'", err=True)
+    try:
+        await stop_job(stub, job_id)
+    except GRPCError as exc:
+        if exc.status is not Status.FAILED_PRECONDITION:  # else it ended by itself meanwhile
+            raise
+
+
+async def _run(stub: JobServiceStub, spec: JobSpec, streams: str, server: str) -> int:
+    job = await start_job(stub, spec)
+    loop = asyncio.get_running_loop()
+    following = asyncio.ensure_future(follow(stub, job.id, streams, Sink(), server=server))
+    caught: list[int] = []
+
+    def interrupt(signum: int) -> None:
+        caught.append(signum)
+        following.cancel()
+
+    for signum in _FORWARDED:
+        loop.add_signal_handler(signum, interrupt, signum)
+    try:
+        final = await following
+    except asyncio.CancelledError:
+        if not caught:
+            raise
+        for signum in _FORWARDED:  # a second Ctrl-C while stopping ends jobctl at once
+            loop.remove_signal_handler(signum)
+        await _stop_after_interrupt(stub, job.id)
+        return 128 + caught[0]
+    finally:
+        for signum in _FORWARDED:
+            loop.remove_signal_handler(signum)
+    return await _exit_status(stub, job.id, final)
+
+
+async def _exit_status(stub: JobServiceStub, job_id: int, final: JobView | None) -> int:
+    if final is None:  # the stream always ends with the final status; be safe if it did not
+        final = await job_status(stub, job_id)
+    warn_if_truncated(final)
+    return final.shell_code or 0
+
+
+@click.command("run", context_settings={"allow_interspersed_args": False})
+@stream_options
+@env_dir_options
+@click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- CMD ARG...")
+@click.pass_context
+def command(
+    ctx: click.Context,
+    *,
+    streams: str,
+    envs: tuple[str, ...],
+    directory: str,
+    argv: tuple[str, ...],
+) -> int:
+    """Start a job, stream its output, and exit with the job's exit status.
+
+    Exits as a shell would for the job: its exit code, or 128+N when signal N ended it.
+    Ctrl-C stops the job on the server, then exits 130. Errors before the job starts use
+    jobctl's exit codes (see `jobctl --help`).
+
+    \b
+    Examples:
+      jobctl run -- sh -c 'exit 3'; echo $?         # 3
+      jobctl run --dir . --envs PATH=/usr/bin:/bin -- make test
+    """
+    spec = JobSpec.build(None, (), envs, directory, argv)
+    settings = settings_of(ctx)
+
+    async def body(stub: JobServiceStub) -> int:
+        return await _run(stub, spec, streams, settings.server)
+
+    return call(settings, body)

@@ -1,0 +1,133 @@
+"""`jobctl start`: start a job and print its id (`--cmd/--args` or the short `-- CMD ARG...`)."""
+
+# Heavy modules (grpclib, protobuf, cryptography) are imported inside functions, so that
+# `jobctl --help` and usage errors stay instant: see docs/cli.md "Cold start".
+# ruff: noqa: PLC0415
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from jobservice.cli.jobctl.config import settings_of
+from jobservice.cli.jobctl.connect import RPC_TIMEOUT, call
+from jobservice.cli.jobctl.render import JobView, job_json
+
+if TYPE_CHECKING:
+    from jobservice.api.v1.jobservice_grpc import JobServiceStub
+
+__all__ = ["JobSpec", "command", "env_dir_options", "start_job"]
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """What to run, as the server's StartRequest wants it."""
+
+    command: str
+    args: tuple[str, ...]
+    dir: str
+    env: tuple[str, ...]
+
+    @classmethod
+    def build(
+        cls,
+        cmd: str | None,
+        args: Sequence[str],
+        envs: Sequence[str],
+        directory: str,
+        argv: Sequence[str],
+    ) -> JobSpec:
+        """Check and merge the two ways of naming a command; raise click.UsageError if wrong."""
+        if cmd and argv:
+            raise click.UsageError("Give the command either with --cmd or after --, not both.")
+        if argv and args:
+            raise click.UsageError("--args goes with --cmd; after -- every word is an argument.")
+        if cmd:
+            name, arguments = cmd, tuple(args)
+        elif argv:
+            name, arguments = argv[0], tuple(argv[1:])
+        else:
+            raise click.UsageError("No command: use --cmd CMD or -- CMD ARG...")
+        for entry in envs:
+            if "=" not in entry or entry.startswith("="):
+                raise click.BadParameter(f"{entry!r} is not NAME=VALUE.", param_hint="'--envs'")
+        # A relative directory means one relative to where the user stands, as locally.
+        where = os.path.abspath(directory) if directory else ""
+        return cls(command=name, args=arguments, dir=where, env=tuple(envs))
+
+
+def env_dir_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--envs and --dir, shared by start and run."""
+    func = click.option(
+        "--dir",
+        "directory",
+        default="",
+        metavar="DIR",
+        help="Working directory on the server host; relative paths are made absolute "
+        "against yours. Default: /.",
+    )(func)
+    return click.option(
+        "--envs",
+        multiple=True,
+        metavar="NAME=VALUE",
+        help="One environment variable of the job; repeat for more. The job gets exactly "
+        "these (nothing leaks from the server's environment); with none, its command is "
+        "looked up on the server's safe default PATH.",
+    )(func)
+
+
+async def start_job(stub: JobServiceStub, spec: JobSpec) -> JobView:
+    """Start the job; its status right after starting."""
+    from jobservice.api.v1 import jobservice_pb2 as pb
+
+    request = pb.StartRequest(
+        command=spec.command, args=list(spec.args), dir=spec.dir, env=list(spec.env)
+    )
+    response = await stub.Start(request, timeout=RPC_TIMEOUT)
+    if response.HasField("status"):
+        return JobView.from_message(response.status)
+    return JobView(response.job_id, "", spec.command, spec.args, spec.dir, running=True)
+
+
+@click.command("start", context_settings={"allow_interspersed_args": False})
+@click.option("--cmd", metavar="CMD", help="Command: a path, or a name found on the job's PATH.")
+@click.option("--args", multiple=True, metavar="ARG", help="One argument; repeat for more.")
+@env_dir_options
+@click.option("--json", "as_json", is_flag=True, help="Print the job as JSON (docs/cli.md).")
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD ARG...]")
+@click.pass_context
+def command(
+    ctx: click.Context,
+    *,
+    cmd: str | None,
+    args: tuple[str, ...],
+    envs: tuple[str, ...],
+    directory: str,
+    as_json: bool,
+    argv: tuple[str, ...],
+) -> int:
+    """Start a job and print its id.
+
+    \b
+    Examples:
+      jobctl start --cmd echo --args "hello world" --envs PATH=/usr/bin --dir /tmp
+      jobctl start -- sleep 10000
+      jobctl start --dir . -- make test
+    """
+    spec = JobSpec.build(cmd, args, envs, directory, argv)
+    settings = settings_of(ctx)
+
+    async def body(stub: JobServiceStub) -> JobView:
+        return await start_job(stub, spec)
+
+    job = call(settings, body)
+    if as_json:
+        click.echo(json.dumps(job_json(job)))
+    else:
+        click.echo(job.id)
+    return 0

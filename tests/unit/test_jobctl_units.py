@@ -1,0 +1,234 @@
+"""jobctl's pure parts: status lines, JSON shape, list table, error table, job specs, config."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError, StreamTerminatedError
+
+from jobservice.api.client import ConnectError, ConnectFailure
+from jobservice.api.v1 import jobservice_pb2 as pb
+from jobservice.cli.jobctl.config import config_path, parse_server, resolve
+from jobservice.cli.jobctl.exitcodes import CliError, ExitCode, from_exception
+from jobservice.cli.jobctl.render import JobView, job_json, list_table, status_line
+from jobservice.cli.jobctl.start import JobSpec
+
+
+def _status(**fields: object) -> pb.JobStatus:
+    base: dict[str, object] = {
+        "job_id": 42,
+        "owner": "alice",
+        "command": "echo",
+        "args": ["hello world"],
+        "dir": "/tmp",
+        "state": pb.JOB_STATE_EXITED,
+        "started_at": Timestamp(seconds=1_700_000_000, nanos=500_000_000),
+    }
+    base.update(fields)
+    return pb.JobStatus(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("fields", "line"),
+    [
+        ({"exit_code": 0}, "Job '42': Exited: 0"),
+        ({"exit_code": 3}, "Job '42': Exited: 3"),
+        ({"signal": 15}, "Job '42': Exited: 143 (SIGTERM)"),
+        ({"signal": 9}, "Job '42': Exited: 137 (SIGKILL)"),
+        ({"state": pb.JOB_STATE_RUNNING}, "Job '42': Running"),
+    ],
+)
+def test_status_line_matches_the_contract(fields: dict[str, object], line: str) -> None:
+    assert status_line(JobView.from_message(_status(**fields))) == line
+
+
+def test_json_shape_is_the_documented_one() -> None:
+    ended = Timestamp(seconds=1_700_000_001)
+    job = JobView.from_message(_status(signal=15, ended_at=ended, output_bytes=12))
+    assert job_json(job) == {
+        "id": 42,
+        "owner": "alice",
+        "command": "echo",
+        "args": ["hello world"],
+        "dir": "/tmp",
+        "state": "exited",
+        "exit_code": 143,
+        "signal": "SIGTERM",
+        "started_at": "2023-11-14T22:13:20.500+00:00",
+        "ended_at": "2023-11-14T22:13:21.000+00:00",
+        "output_bytes": 12,
+        "output_truncated": False,
+    }
+    running = job_json(JobView.from_message(_status(state=pb.JOB_STATE_RUNNING)))
+    assert (running["state"], running["exit_code"], running["ended_at"]) == ("running", None, None)
+
+
+def test_list_table_aligns_columns_and_quotes_commands() -> None:
+    jobs = [
+        JobView.from_message(_status(exit_code=0)),
+        JobView.from_message(_status(job_id=7, owner="charlie", state=pb.JOB_STATE_RUNNING)),
+    ]
+    lines = list_table(jobs).splitlines()
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(1_700_000_000))
+    assert lines[0].split() == ["ID", "OWNER", "STATE", "EXIT", "STARTED", "COMMAND"]
+    assert lines[1].split("  ")[0] == "42"
+    assert lines[1].endswith("echo 'hello world'")
+    assert started in lines[1]
+    assert lines[2].split()[:4] == ["7", "charlie", "running", "-"]
+    assert len({line.index("COMMAND" if i == 0 else "echo") for i, line in enumerate(lines)}) == 1
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "message"),
+    [
+        (GRPCError(Status.NOT_FOUND, "job 9 not found"), ExitCode.NOT_FOUND, "Job '9' not found."),
+        (
+            GRPCError(Status.FAILED_PRECONDITION, "x"),
+            ExitCode.JOB_FAILED,
+            "Job '9' is not running.",
+        ),
+        (GRPCError(Status.PERMISSION_DENIED, "no"), ExitCode.PERMISSION_DENIED, "Permission"),
+        (GRPCError(Status.INVALID_ARGUMENT, "nope"), ExitCode.INVALID_ARGUMENT, "Invalid"),
+        (GRPCError(Status.RESOURCE_EXHAUSTED, "full"), ExitCode.RESOURCE_EXHAUSTED, "limit"),
+        (GRPCError(Status.UNAVAILABLE, "down"), ExitCode.CONNECTION, "unavailable"),
+        (GRPCError(Status.INTERNAL, "boom"), ExitCode.INTERNAL, "The server failed: boom."),
+        (GRPCError(Status.UNIMPLEMENTED), ExitCode.INTERNAL, "The server failed"),
+        (ConnectError("h:1", ConnectFailure.REFUSED), ExitCode.CONNECTION, "Is jobd running?"),
+        (ConnectError("h:1", ConnectFailure.TLS_VERIFY, "x"), ExitCode.CONNECTION, "--ca"),
+        (ConnectError("h:1", ConnectFailure.REJECTED), ExitCode.CONNECTION, "rejected"),
+        (ConnectError("h:1", ConnectFailure.CREDENTIALS, "bad key"), ExitCode.USAGE, "bad key"),
+        (StreamTerminatedError("reset"), ExitCode.CONNECTION, "Lost the connection"),
+        (ConnectionResetError("reset"), ExitCode.CONNECTION, "Lost the connection"),
+        (RuntimeError("bug"), ExitCode.INTERNAL, "jobctl failed (bug)."),
+    ],
+)
+def test_one_table_maps_every_failure(exc: Exception, code: ExitCode, message: str) -> None:
+    error = from_exception(exc, server="h:1", job=9)
+    assert error.code is code
+    assert message in error.message
+
+
+def test_exit_codes_are_distinct() -> None:
+    assert len({int(code) for code in ExitCode}) == len(ExitCode)
+
+
+def test_job_spec_both_forms() -> None:
+    long = JobSpec.build("echo", ["hello world"], ["PATH=/usr/bin"], "/tmp", ())
+    short = JobSpec.build(None, (), ["PATH=/usr/bin"], "/tmp", ("echo", "hello world"))
+    assert long == short == JobSpec("echo", ("hello world",), "/tmp", ("PATH=/usr/bin",))
+    assert JobSpec.build(None, (), (), "rel", ("ls",)).dir == str(Path.cwd() / "rel")
+    assert JobSpec.build(None, (), (), "", ("ls",)).dir == ""
+
+
+@pytest.mark.parametrize(
+    ("cmd", "args", "envs", "argv"),
+    [
+        ("echo", (), (), ("echo",)),  # both forms at once
+        (None, ("x",), (), ("echo",)),  # --args with the short form
+        (None, (), (), ()),  # no command
+        ("echo", (), ("NOEQUALS",), ()),
+        ("echo", (), ("=x",), ()),
+    ],
+)
+def test_job_spec_rejects_bad_usage(
+    cmd: str | None, args: tuple[str, ...], envs: tuple[str, ...], argv: tuple[str, ...]
+) -> None:
+    with pytest.raises(click.UsageError):
+        JobSpec.build(cmd, args, envs, "", argv)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("localhost:1234", ("localhost", 1234)),
+        ("127.0.0.1", ("127.0.0.1", 50051)),
+        ("[::1]:9", ("::1", 9)),
+    ],
+)
+def test_parse_server(text: str, expected: tuple[str, int]) -> None:
+    assert parse_server(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", ":1", "h:0", "h:70000", "h:x", "[::1]:x"])
+def test_parse_server_rejects(text: str) -> None:
+    with pytest.raises(CliError) as info:
+        parse_server(text)
+    assert info.value.code is ExitCode.USAGE
+
+
+def _creds(root: Path, *names: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (root / name).write_text(name)
+    return root
+
+
+def test_config_path_honours_xdg(tmp_path: Path) -> None:
+    assert config_path({"XDG_CONFIG_HOME": str(tmp_path)}) == tmp_path / "jobctl/config.toml"
+    assert config_path({"HOME": str(tmp_path)}) == tmp_path / ".config/jobctl/config.toml"
+    # The XDG spec: a relative value is invalid and ignored.
+    relative = {"XDG_CONFIG_HOME": "rel", "HOME": str(tmp_path)}
+    assert config_path(relative) == tmp_path / ".config/jobctl/config.toml"
+
+
+def test_precedence_flags_then_env_then_profile(tmp_path: Path) -> None:
+    for who in ("flag", "env", "prof"):
+        _creds(tmp_path / who, "ca.pem", "u.pem", "u.key")
+    conf = tmp_path / "xdg/jobctl/config.toml"
+    conf.parent.mkdir(parents=True)
+    conf.write_text(
+        '[profiles.default]\nserver = "prof:1"\ncert = "../../prof/u.pem"\nuser = "p"\n'
+        '[profiles.other]\nserver = "other:2"\n'
+    )
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "xdg"), "JOBCTL_SERVER": "env:3"}
+    flags = {"cert": str(tmp_path / "flag/u.pem")}
+    settings = resolve(flags, env, None)
+    assert (settings.host, settings.port) == ("env", 3)
+    assert settings.cert == tmp_path / "flag/u.pem"
+    # key and CA: found beside the certificate, as `jobd pki init` lays them out
+    assert (settings.key, settings.ca) == (tmp_path / "flag/u.key", tmp_path / "flag/ca.pem")
+    assert settings.user == "p"
+    only_profile = resolve({}, {"XDG_CONFIG_HOME": env["XDG_CONFIG_HOME"]}, None)
+    assert only_profile.server == "prof:1"
+    assert only_profile.cert.resolve() == (tmp_path / "prof/u.pem").resolve()
+    other = resolve(flags, {**env, "JOBCTL_PROFILE": "other"}, None)
+    assert (other.server, other.user) == ("env:3", None)
+    flagged = resolve({**flags, "server": "f:4"}, env, "other")
+    assert flagged.server == "f:4"
+
+
+def test_config_errors_are_usage_errors(tmp_path: Path) -> None:
+    creds = _creds(tmp_path / "c", "ca.pem", "u.pem", "u.key")
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    flags = {"cert": str(creds / "u.pem")}
+    cases: list[tuple[str | None, str]] = [
+        (None, "Profile 'nope' requested but there is no config file"),
+        ('[profiles.default]\nserver = "x:1"\n', "No profile 'nope'"),
+        ("[profiles.nope]\nsrv = 1\n", "Unknown setting 'srv'"),
+        ("[profiles.nope]\nserver = 1\n", "must be a string"),
+        ("[profiles.nope\n", "is not valid TOML"),
+    ]
+    conf = tmp_path / "xdg/jobctl/config.toml"
+    conf.parent.mkdir(parents=True)
+    for text, message in cases:
+        if text is None:
+            conf.unlink(missing_ok=True)
+        else:
+            conf.write_text(text)
+        with pytest.raises(CliError) as info:
+            resolve(flags, env, "nope")
+        assert info.value.code is ExitCode.USAGE
+        assert message in info.value.message
+
+
+def test_missing_credentials_say_how_to_give_them(tmp_path: Path) -> None:
+    env = {"XDG_CONFIG_HOME": str(tmp_path)}
+    with pytest.raises(CliError, match="No client certificate given: pass -c/--cert, set JOBCTL"):
+        resolve({}, env, None)
+    with pytest.raises(CliError, match=r"Cannot read client certificate file .*/missing\.pem"):
+        resolve({"cert": str(tmp_path / "missing.pem")}, env, None)
