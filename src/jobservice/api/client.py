@@ -52,8 +52,11 @@ class ConnectError(Exception):
         self.detail = detail
 
 
-def parse_target(target: str) -> tuple[str, int]:
-    """Split "HOST:PORT" or "[IPv6]:PORT" into host and port; ValueError when malformed."""
+def parse_target(target: str, *, allow_port_zero: bool = False) -> tuple[str, int]:
+    """Split "HOST:PORT" or "[IPv6]:PORT" into host and port; ValueError when malformed.
+
+    Port 0 ("any free port") makes sense only for a listening address.
+    """
     host, sep, port_text = target.rpartition(":")
     if not sep or not host or not port_text.isdigit():
         raise ValueError(f"expected HOST:PORT, got {target!r}")
@@ -63,7 +66,7 @@ def parse_target(target: str) -> tuple[str, int]:
     elif ":" in host:
         raise ValueError(f"write an IPv6 address in brackets, as [{host}]:{port_text}")
     port = int(port_text)
-    if not 0 < port < 65536:
+    if not (0 if allow_port_zero else 1) <= port < 65536:
         raise ValueError(f"port {port} is out of range")
     return host, port
 
@@ -117,9 +120,8 @@ async def _establish(channel: _TunedChannel, target: str) -> None:
         raise ConnectError(target, ConnectFailure.POLICY, str(exc)) from None
     # In TLS 1.3 the server verifies our certificate after our side of the handshake is done,
     # so a rejection only shows as the connection closing: wait for the server's SETTINGS.
-    lost = await protocol.wait_ready()
-    if lost is not None:
-        raise ConnectError(target, ConnectFailure.REJECTED, lost)
+    if not await protocol.wait_ready():
+        raise ConnectError(target, ConnectFailure.REJECTED, protocol.lost_reason)
 
 
 def _ssl_reason(exc: ssl.SSLError) -> str:
@@ -139,7 +141,8 @@ class _TunedProtocol(H2Protocol):
 
     _transport: asyncio.BaseTransport
     _ready: asyncio.Event
-    _lost_reason: str | None = None
+    _lost = False
+    lost_reason = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
@@ -155,7 +158,8 @@ class _TunedProtocol(H2Protocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if not self._ready.is_set():
-            self._lost_reason = _describe_loss(exc)
+            self._lost = True
+            self.lost_reason = _describe_loss(exc)
             self._ready.set()
         super().connection_lost(exc)
 
@@ -165,16 +169,16 @@ class _TunedProtocol(H2Protocol):
             raise TLSPolicyError("the connection is not protected by TLS")
         return ssl_obj
 
-    async def wait_ready(self) -> str | None:
-        """None once the server has sent its first bytes, or why it closed before that."""
+    async def wait_ready(self) -> bool:
+        """True once the server has sent its first bytes; False if it closed before that."""
         await self._ready.wait()
-        return self._lost_reason
+        return not self._lost
 
 
 def _describe_loss(exc: BaseException | None) -> str:
     if isinstance(exc, ssl.SSLError):
         return _ssl_reason(exc)
-    return str(exc) if exc else "closed before the HTTP/2 preface"
+    return str(exc) if exc else ""
 
 
 class _TunedChannel(Channel):

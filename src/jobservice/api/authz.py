@@ -1,0 +1,81 @@
+"""Authorization: the one place that decides whether a caller may make an RPC on a job.
+
+Rules (the architecture's): a user not in the policy gets PERMISSION_DENIED for everything; a
+job the caller may not see is answered exactly as a job that does not exist (the same
+JobNotFound, so the same status and message); on a job the caller may see, a missing
+permission is PERMISSION_DENIED; Start is always for the caller's own Self.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from jobservice.api.errors import PermissionDenied
+from jobservice.core import JobInfo, JobNotFound
+from jobservice.security.identity import Identity
+from jobservice.security.policy import Permission, Policy
+
+__all__ = ["RULES", "Authorizer", "Rule"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """What an RPC needs: a permission, on the job named in the request or on the caller's Self."""
+
+    permission: Permission
+    takes_job_id: bool
+
+
+# Every RPC the server serves must have a row; the dispatcher refuses to build without one.
+# List needs no row-level check here: it is filtered job by job with `Authorizer.may_see`.
+RULES: dict[str, Rule] = {
+    "Start": Rule(Permission.START_STOP, takes_job_id=False),
+    "Stop": Rule(Permission.START_STOP, takes_job_id=True),
+    "Status": Rule(Permission.STATUS_OUTPUT, takes_job_id=True),
+    "List": Rule(Permission.STATUS_OUTPUT, takes_job_id=False),
+    "Output": Rule(Permission.STATUS_OUTPUT, takes_job_id=True),
+}
+
+OwnerOf = Callable[[int], str]  # the owner of a job id; raises JobNotFound
+
+
+class Authorizer:
+    """Applies `RULES` with a `Policy`, looking job owners up through `owner_of`."""
+
+    def __init__(self, policy: Policy, owner_of: OwnerOf) -> None:
+        self._policy = policy
+        self._owner_of = owner_of
+
+    def authorize(self, caller: Identity, rpc: str, job_id: int | None) -> None:
+        """Return if `caller` may make `rpc` (on `job_id`); else raise the error to answer."""
+        rule = RULES[rpc]
+        user = caller.user
+        if not self._policy.is_known(user):
+            raise PermissionDenied(f"user {user!r} has no role on this server")
+        if not rule.takes_job_id:
+            # Jobs a caller starts are always its own; List is filtered per job.
+            owner = user
+        else:
+            if job_id is None:
+                raise TypeError(f"{rpc} needs a job id")
+            owner = self._visible_owner(user, job_id)
+        if not self._policy.allows(user, rule.permission, owner):
+            on_job = f" on job {job_id}" if rule.takes_job_id else ""
+            raise PermissionDenied(f"user {user!r} may not call {rpc}{on_job}")
+
+    def may_see(self, caller: Identity, job: JobInfo) -> bool:
+        """Whether `job` exists for `caller` at all (List shows exactly these jobs)."""
+        return self._sees(caller.user, job.owner)
+
+    def _visible_owner(self, user: str, job_id: int) -> str:
+        """The job's owner, or JobNotFound(job_id) whether it is missing or merely hidden."""
+        owner = self._owner_of(job_id)  # raises JobNotFound(job_id) for a missing job
+        if not self._sees(user, owner):
+            raise JobNotFound(job_id)
+        return owner
+
+    def _sees(self, user: str, owner: str) -> bool:
+        # Any permission on a job's owner makes the job visible; with the built-in roles that
+        # is STATUS_OUTPUT, which every role has.
+        return any(self._policy.allows(user, p, owner) for p in Permission)

@@ -1,0 +1,107 @@
+"""Translation between the core library's records and the protobuf messages, both ways."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from jobservice.api.v1 import jobservice_pb2 as pb
+from jobservice.core import Chunk, ExitStatus, InvalidRequest, JobInfo, JobState, Stream
+
+__all__ = [
+    "chunk_from_proto",
+    "chunk_to_proto",
+    "info_to_proto",
+    "output_chunk_response",
+    "selection_from_proto",
+    "status_to_info",
+]
+
+_STATE_TO_PROTO = {
+    JobState.RUNNING: pb.JOB_STATE_RUNNING,
+    JobState.EXITED: pb.JOB_STATE_EXITED,
+}
+_STATE_FROM_PROTO = {value: key for key, value in _STATE_TO_PROTO.items()}
+
+_STREAM_TO_PROTO = {Stream.STDOUT: pb.STREAM_STDOUT, Stream.STDERR: pb.STREAM_STDERR}
+_STREAM_FROM_PROTO = {value: key for key, value in _STREAM_TO_PROTO.items()}
+
+_SELECTION_FROM_PROTO = {
+    pb.OUTPUT_SELECTION_UNSPECIFIED: Stream.BOTH,
+    pb.OUTPUT_SELECTION_ALL: Stream.BOTH,
+    pb.OUTPUT_SELECTION_STDOUT: Stream.STDOUT,
+    pb.OUTPUT_SELECTION_STDERR: Stream.STDERR,
+}
+
+
+def info_to_proto(info: JobInfo) -> pb.JobStatus:
+    """A job snapshot as the wire's JobStatus; exit code and signal set only when known."""
+    status = pb.JobStatus(
+        job_id=info.id,
+        owner=info.owner,
+        command=info.command,
+        args=info.args,
+        dir=info.dir,
+        state=_STATE_TO_PROTO[info.state],
+        started_at=_timestamp(info.started_at),
+        output_bytes=info.output_bytes,
+        output_truncated=info.output_truncated,
+    )
+    if info.ended_at is not None:
+        status.ended_at.CopyFrom(_timestamp(info.ended_at))
+    if info.exit is not None and info.exit.signal is not None:
+        status.signal = info.exit.signal
+    elif info.exit is not None and info.exit.code is not None:
+        status.exit_code = info.exit.code
+    return status
+
+
+def status_to_info(status: pb.JobStatus) -> JobInfo:
+    """The inverse of info_to_proto, for clients that want the library's record type."""
+    exit_status = None
+    if status.HasField("signal"):
+        exit_status = ExitStatus(signal=status.signal)
+    elif status.HasField("exit_code"):
+        exit_status = ExitStatus(code=status.exit_code)
+    return JobInfo(
+        id=status.job_id,
+        owner=status.owner,
+        command=status.command,
+        args=tuple(status.args),
+        dir=status.dir,
+        state=_STATE_FROM_PROTO.get(status.state, JobState.RUNNING),
+        started_at=status.started_at.ToNanoseconds() / 1e9,
+        ended_at=status.ended_at.ToNanoseconds() / 1e9 if status.HasField("ended_at") else None,
+        exit=exit_status,
+        output_bytes=status.output_bytes,
+        output_truncated=status.output_truncated,
+    )
+
+
+def chunk_to_proto(chunk: Chunk) -> pb.OutputChunk:
+    return pb.OutputChunk(
+        stream=_STREAM_TO_PROTO[chunk.stream], offset=chunk.offset, data=chunk.data
+    )
+
+
+def output_chunk_response(chunk: Chunk) -> pb.OutputResponse:
+    """One Output stream message carrying `chunk`."""
+    return pb.OutputResponse(chunk=chunk_to_proto(chunk))
+
+
+def chunk_from_proto(chunk: pb.OutputChunk) -> Chunk:
+    """The library's Chunk for a wire chunk (clients use this to route bytes)."""
+    return Chunk(_STREAM_FROM_PROTO.get(chunk.stream, Stream.STDOUT), chunk.offset, chunk.data)
+
+
+def selection_from_proto(selection: pb.OutputSelection.ValueType) -> Stream:
+    """The streams an OutputRequest asks for; UNSPECIFIED means both."""
+    try:
+        return _SELECTION_FROM_PROTO[selection]
+    except KeyError:
+        raise InvalidRequest(f"unknown output selection {int(selection)}") from None
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(round(seconds * 1e9))
+    return stamp

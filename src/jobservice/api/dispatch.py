@@ -1,0 +1,238 @@
+"""The gRPC face of the service: every call goes identify -> read -> authorize -> body -> audit.
+
+Handler bodies (`servicer.JobServicer`) never see a call that this module has not
+authenticated, size-checked, decoded and authorized; every exception leaves through the one
+error table; every call leaves one audit line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import struct
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from google.protobuf.message import DecodeError, Message
+from grpclib.server import Stream
+
+from jobservice.api.authz import RULES, Authorizer
+from jobservice.api.errors import ServiceUnavailable, to_grpc_error
+from jobservice.api.servicer import JobServicer
+from jobservice.api.v1 import jobservice_pb2 as pb
+from jobservice.api.v1.jobservice_grpc import JobServiceBase
+from jobservice.core import InvalidRequest, LimitExceeded
+from jobservice.security.errors import AuthenticationError
+from jobservice.security.identity import Identity, identity_from_connection
+
+__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "DEFAULT_MAX_STREAMS", "JobService", "RequestTooLarge"]
+
+audit_log = logging.getLogger("jobservice.audit")
+
+DEFAULT_MAX_STREAMS = 1000
+# Above the library's own 1 MiB limit on a start request's content, so the library's precise
+# message wins for start requests that are merely too big, while a huge frame is refused unread.
+DEFAULT_MAX_REQUEST_BYTES = 2 << 20
+
+Req = TypeVar("Req", bound=Message)
+Resp = TypeVar("Resp", bound=Message)
+
+_PLAIN = re.compile(r"[\w.@+-]+", re.ASCII)
+_HEADER = struct.Struct(">?I")  # gRPC message prefix: compressed flag, big-endian length
+
+
+class RequestTooLarge(LimitExceeded):
+    """A request message is longer than the server accepts; it is refused before being read."""
+
+
+class JobService(JobServiceBase):
+    """grpclib handlers for jobservice.v1.JobService, wrapping a JobServicer."""
+
+    def __init__(
+        self,
+        servicer: JobServicer,
+        authorizer: Authorizer,
+        *,
+        max_streams: int = DEFAULT_MAX_STREAMS,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    ) -> None:
+        missing = {name.rsplit("/", 1)[1] for name in self.__mapping__()} - RULES.keys()
+        if missing:  # an RPC without an authorization rule must never be served
+            raise RuntimeError(f"no authorization rule for {sorted(missing)}")
+        self._servicer = servicer
+        self._authorizer = authorizer
+        self._max_streams = max_streams
+        self._max_request_bytes = max_request_bytes
+        self._open_streams = 0
+        self._open_calls = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.draining = False
+
+    async def Start(self, stream: Stream[pb.StartRequest, pb.StartResponse]) -> None:
+        await self._unary("Start", stream, pb.StartRequest, self._servicer.start)
+
+    async def Stop(self, stream: Stream[pb.StopRequest, pb.StopResponse]) -> None:
+        await self._unary("Stop", stream, pb.StopRequest, self._servicer.stop)
+
+    async def Status(self, stream: Stream[pb.StatusRequest, pb.StatusResponse]) -> None:
+        await self._unary("Status", stream, pb.StatusRequest, self._servicer.status)
+
+    async def List(self, stream: Stream[pb.ListRequest, pb.ListResponse]) -> None:
+        await self._unary("List", stream, pb.ListRequest, self._servicer.list)
+
+    async def Output(self, stream: Stream[pb.OutputRequest, pb.OutputResponse]) -> None:
+        async with self._call("Output", stream, pb.OutputRequest) as (caller, request, _):
+            with self._stream_slot():
+                responses = self._servicer.output(caller, request)
+                async with contextlib.aclosing(responses):
+                    async for response in responses:
+                        await stream.send_message(response)
+
+    @property
+    def open_streams(self) -> int:
+        return self._open_streams
+
+    async def wait_idle(self) -> None:
+        """Return once no call is open (used at shutdown, after `draining` is set)."""
+        await self._idle.wait()
+
+    async def _unary(
+        self,
+        rpc: str,
+        stream: Stream[Req, Resp],
+        request_type: type[Req],
+        body: Callable[[Identity, Req], Awaitable[Resp]],
+    ) -> None:
+        async with self._call(rpc, stream, request_type) as (caller, request, audit):
+            response = await body(caller, request)
+            audit.job = getattr(response, "job_id", audit.job)  # Start: the new job's id
+            await stream.send_message(response)
+
+    @contextlib.asynccontextmanager
+    async def _call(
+        self, rpc: str, stream: Stream[Req, Any], request_type: type[Req]
+    ) -> AsyncIterator[tuple[Identity, Req, _Audit]]:
+        """Authenticate, read and authorize the request; map errors and audit on the way out."""
+        audit = _Audit(rpc, _peer(stream))
+        self._open_calls += 1
+        self._idle.clear()
+        try:
+            if self.draining:
+                raise ServiceUnavailable("the server is shutting down")
+            caller = _identify(stream)
+            audit.user = caller.user
+            request = await _read_request(stream, request_type, self._max_request_bytes)
+            if RULES[rpc].takes_job_id:
+                audit.job = request.job_id  # type: ignore[attr-defined]
+            self._authorizer.authorize(caller, rpc, audit.job)
+            yield caller, request, audit
+        except asyncio.CancelledError:
+            audit.result = "CANCELLED"
+            raise
+        except Exception as exc:
+            error = to_grpc_error(exc)
+            audit.result = error.status.name
+            raise error from None
+        finally:
+            audit.emit()
+            self._open_calls -= 1
+            if not self._open_calls:
+                self._idle.set()
+
+    @contextlib.contextmanager
+    def _stream_slot(self) -> Iterator[None]:
+        """Count an open Output stream, refusing one over the limit."""
+        if self._open_streams >= self._max_streams:
+            raise LimitExceeded(f"too many open output streams (limit {self._max_streams})")
+        self._open_streams += 1
+        try:
+            yield
+        finally:
+            self._open_streams -= 1
+
+
+@dataclass
+class _Audit:
+    """One audit line: who called what on which job, and the status they got."""
+
+    rpc: str
+    peer: str
+    user: str | None = None
+    job: int | None = None
+    result: str = "OK"
+    started: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.started = time.monotonic()
+
+    def emit(self) -> None:
+        elapsed_ms = (time.monotonic() - self.started) * 1000
+        audit_log.info(
+            "audit user=%s rpc=%s job=%s result=%s peer=%s ms=%.1f",
+            _quoted(self.user) if self.user is not None else "-",
+            self.rpc,
+            self.job if self.job is not None else "-",
+            self.result,
+            self.peer,
+            elapsed_ms,
+        )
+
+
+def _quoted(value: str) -> str:
+    """`value` as is when it is one plain word, else JSON-quoted: one audit field stays one."""
+    return value if _PLAIN.fullmatch(value) else json.dumps(value)
+
+
+def _identify(stream: Stream[Any, Any]) -> Identity:
+    """The caller's identity, from the certificate TLS verified on this connection only."""
+    ssl_object = _transport(stream).get_extra_info("ssl_object")
+    if ssl_object is None:
+        raise AuthenticationError("the connection is not protected by TLS")
+    return identity_from_connection(ssl_object)
+
+
+def _peer(stream: Stream[Any, Any]) -> str:
+    addr = stream.peer.addr()
+    if addr is None:
+        return "-"
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _transport(stream: Stream[Any, Any]) -> asyncio.BaseTransport:
+    # grpclib's Peer wraps the connection's transport but exposes only the decoded certificate;
+    # the identity module takes the DER bytes TLS verified, so reach for the transport itself.
+    transport: asyncio.BaseTransport = stream.peer._transport
+    return transport
+
+
+async def _read_request(stream: Stream[Req, Any], request_type: type[Req], limit: int) -> Req:
+    """The call's single request message, refused unread if its declared size is over `limit`.
+
+    grpclib's own reader buffers whatever length the client declares before decoding, so a
+    4 GiB prefix would be read into memory. This reads the same framing with a bound, and turns
+    protobuf decode errors (corrupt wire data, invalid UTF-8 in a string) into INVALID_ARGUMENT.
+    """
+    h2_stream = stream._stream
+    try:
+        header = await h2_stream.recv_data(_HEADER.size)
+        if len(header) != _HEADER.size:
+            raise InvalidRequest("the call carries no request message")
+        compressed, length = _HEADER.unpack(header)
+        if compressed:
+            raise InvalidRequest("compressed requests are not supported")
+        if length > limit:
+            raise RequestTooLarge(f"request of {length} bytes is over the {limit}-byte limit")
+        data = await h2_stream.recv_data(length) if length else b""
+    except AssertionError:  # grpclib's Buffer signals a stream that ended mid-message so
+        raise InvalidRequest("the request message is truncated") from None
+    try:
+        return request_type.FromString(data)
+    except DecodeError:
+        raise InvalidRequest(f"malformed {request_type.DESCRIPTOR.name} message") from None

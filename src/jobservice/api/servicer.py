@@ -1,0 +1,56 @@
+"""The RPC bodies: translate the request, call the library, translate the result.
+
+They run only after `dispatch` has authenticated the caller and authorized the call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable
+
+from jobservice.api import convert
+from jobservice.api.v1 import jobservice_pb2 as pb
+from jobservice.core import JobCoordinator, JobInfo
+from jobservice.security.identity import Identity
+
+__all__ = ["JobServicer"]
+
+Visible = Callable[[Identity, JobInfo], bool]
+
+
+class JobServicer:
+    """JobService's five RPCs over one JobCoordinator."""
+
+    def __init__(self, coordinator: JobCoordinator, visible: Visible) -> None:
+        self._coord = coordinator
+        self._visible = visible
+
+    async def start(self, caller: Identity, request: pb.StartRequest) -> pb.StartResponse:
+        # The owner is the caller, always: there is no starting a job on another's behalf.
+        job_id = await self._coord.start(
+            caller.user, request.command, request.args, request.dir, request.env
+        )
+        status = convert.info_to_proto(self._coord.status(job_id))
+        return pb.StartResponse(job_id=job_id, status=status)
+
+    async def stop(self, caller: Identity, request: pb.StopRequest) -> pb.StopResponse:
+        info = await self._coord.stop(request.job_id)
+        return pb.StopResponse(status=convert.info_to_proto(info))
+
+    async def status(self, caller: Identity, request: pb.StatusRequest) -> pb.StatusResponse:
+        info = self._coord.status(request.job_id)
+        return pb.StatusResponse(status=convert.info_to_proto(info))
+
+    async def list(self, caller: Identity, request: pb.ListRequest) -> pb.ListResponse:
+        jobs = [info for info in self._coord.list() if self._visible(caller, info)]
+        return pb.ListResponse(jobs=[convert.info_to_proto(info) for info in jobs])
+
+    async def output(
+        self, caller: Identity, request: pb.OutputRequest
+    ) -> AsyncGenerator[pb.OutputResponse, None]:
+        """Every chunk from the requested offset, live to the end, then the final status."""
+        streams = convert.selection_from_proto(request.streams)
+        async with self._coord.subscribe(request.job_id, streams, request.offset) as output:
+            async for chunk in output:
+                yield convert.output_chunk_response(chunk)
+        final = await self._coord.wait(request.job_id)
+        yield pb.OutputResponse(final_status=convert.info_to_proto(final))

@@ -1,0 +1,50 @@
+"""`jobd pki init`: write a development PKI (CA, server and user certificates)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from jobservice.security.errors import PKIError
+from jobservice.security.pki import init_pki
+
+__all__ = ["pki"]
+
+
+@click.group()
+def pki() -> None:
+    """Development certificates (not for production: the CA key sits next to the certificates)."""
+
+
+@pki.command()
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory to write into (created mode 0700 if missing).",
+)
+@click.option(
+    "--user",
+    "users",
+    multiple=True,
+    metavar="NAME",
+    help="A user to issue a client certificate for (CN = NAME); repeat for more.",
+)
+@click.option("--days", default=365, show_default=True, help="Validity of every certificate.")
+@click.option("--force", is_flag=True, help="Overwrite files that already exist.")
+def init(out: Path, users: tuple[str, ...], days: int, force: bool) -> None:
+    """Write ca.pem/ca.key, server.pem/server.key and NAME.pem/NAME.key for each --user.
+
+    Keys are ECDSA P-384 and written mode 0600; certificates are signed with SHA-384. The
+    server certificate is valid for localhost, 127.0.0.1 and ::1.
+
+    \b
+    Example:
+      jobd pki init --out ./pki --user alice --user bob --user charlie
+    """
+    try:
+        init_pki(out, users, days=days, overwrite=force)
+    except PKIError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote a development PKI to {out} ({', '.join(('ca', 'server', *users))})")

@@ -1,0 +1,215 @@
+"""`jobd serve`: run the job service on an address until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from jobservice.api.client import parse_target
+from jobservice.api.dispatch import DEFAULT_MAX_STREAMS
+from jobservice.api.server import JobServer, ServerConfig
+from jobservice.core import Limits
+from jobservice.security.errors import PolicyError, TLSPolicyError
+from jobservice.security.policy import Policy
+
+__all__ = ["default_data_dir", "serve"]
+
+log = logging.getLogger("jobservice.jobd")
+
+_EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+def default_data_dir() -> Path:
+    """$JOBD_DATA_DIR, else $XDG_STATE_HOME/jobservice, else ~/.local/state/jobservice."""
+    if os.environ.get("JOBD_DATA_DIR"):
+        return Path(os.environ["JOBD_DATA_DIR"])
+    state = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(state) / "jobservice"
+
+
+@click.command()
+@click.option(
+    "--listen",
+    default="127.0.0.1:50051",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Address to listen on; [::1]:PORT for IPv6, port 0 for any free port.",
+)
+@click.option(
+    "--ca", required=True, type=_EXISTING_FILE, help="CA certificate clients must chain to."
+)
+@click.option("--cert", required=True, type=_EXISTING_FILE, help="The server's certificate.")
+@click.option("--key", required=True, type=_EXISTING_FILE, help="The server's private key.")
+@click.option(
+    "--policy",
+    type=_EXISTING_FILE,
+    help="Authorization policy (TOML). Default: built in (alice: Self/Task Manager, "
+    "bob: All/Analyst, charlie: All/Task Manager).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where job output logs are kept. Default: $JOBD_DATA_DIR, else "
+    "$XDG_STATE_HOME/jobservice, else ~/.local/state/jobservice.",
+)
+@click.option(
+    "--stop-grace",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds between SIGTERM and SIGKILL when a job is stopped.",
+)
+@click.option(
+    "--handshake-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a client has to complete the TLS handshake.",
+)
+@click.option(
+    "--max-jobs-per-user",
+    default=Limits().max_running_jobs_per_owner,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Running jobs one user may have at once (0: no limit).",
+)
+@click.option(
+    "--max-output-bytes",
+    default=Limits().max_output_bytes,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Output bytes kept per job; beyond it output is discarded, the start kept (0: no limit).",
+)
+@click.option(
+    "--max-streams",
+    default=DEFAULT_MAX_STREAMS,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Output streams open at once, over all clients.",
+)
+@click.option(
+    "--max-connections",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Client connections open at once.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def serve(
+    *,
+    listen: str,
+    ca: Path,
+    cert: Path,
+    key: Path,
+    policy: Path | None,
+    data_dir: Path | None,
+    stop_grace: float,
+    handshake_timeout: float,
+    max_jobs_per_user: int,
+    max_output_bytes: int,
+    max_streams: int,
+    max_connections: int,
+    verbose: bool,
+) -> None:
+    """Serve the job API over mutual TLS until SIGTERM or SIGINT.
+
+    Every client must present a certificate issued by --ca; its CN is the user, authorized by
+    --policy. Each call is logged to stderr as an audit line. On SIGTERM or SIGINT the server
+    stops accepting, stops running jobs (SIGTERM, --stop-grace, SIGKILL), lets output streams
+    end with their job's final status, and exits 0.
+
+    \b
+    Examples:
+      jobd serve --ca pki/ca.pem --cert pki/server.pem --key pki/server.key
+      jobd serve --listen 127.0.0.1:50051 --policy /etc/jobd/policy.toml \\
+          --data-dir /var/lib/jobd --ca ca.pem --cert server.pem --key server.key
+    """
+    _configure_logging(verbose)
+    try:
+        host, port = parse_target(listen, allow_port_zero=True)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--listen") from None
+    config = ServerConfig(
+        host=host,
+        port=port,
+        ca=ca,
+        cert=cert,
+        key=key,
+        data_dir=data_dir or default_data_dir(),
+        policy=_load_policy(policy),
+        stop_grace=stop_grace,
+        handshake_timeout=handshake_timeout,
+        limits=Limits(
+            max_running_jobs_per_owner=max_jobs_per_user, max_output_bytes=max_output_bytes
+        ),
+        max_streams=max_streams,
+        max_connections=max_connections,
+    )
+    asyncio.run(_serve(config))
+
+
+def _load_policy(path: Path | None) -> Policy:
+    if path is None:
+        return Policy.default()
+    try:
+        return Policy.load(path)
+    except PolicyError as exc:
+        raise click.ClickException(f"invalid policy: {exc}") from None
+
+
+async def _serve(config: ServerConfig) -> None:
+    """Start, announce the address, wait for a signal, shut down."""
+    try:
+        server = JobServer(config)
+    except TLSPolicyError as exc:
+        raise click.ClickException(f"refusing to start: {exc}") from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot use data directory {config.data_dir}: {exc}") from None
+    try:
+        host, port = await server.start()
+    except OSError as exc:
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else str(exc)
+        raise click.ClickException(
+            f"cannot listen on {config.host}:{config.port}: {reason}"
+        ) from None
+    stop = _stop_on_signals()
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"jobd listening on {shown}:{port}", err=True)
+    await stop.wait()
+    log.info("shutting down: stopping running jobs and ending streams")
+    await server.shutdown()
+    log.info("stopped")
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by the first SIGTERM or SIGINT; a second one exits at once."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second %s: exiting without a clean shutdown", signal.Signals(signum).name)
+            os._exit(1)
+        log.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    return stop
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("hpack", "h2"):  # frame-level chatter is not what -v is for
+        logging.getLogger(noisy).setLevel(logging.INFO)
