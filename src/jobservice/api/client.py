@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import ipaddress
 import ssl
@@ -17,7 +18,14 @@ from jobservice.api.v1.jobservice_grpc import JobServiceStub
 from jobservice.security import tls
 from jobservice.security.errors import SecurityError, TLSPolicyError
 
-__all__ = ["ConnectError", "ConnectFailure", "JobServiceStub", "open_channel", "parse_target"]
+__all__ = [
+    "ConnectError",
+    "ConnectFailure",
+    "JobServiceStub",
+    "close_channel",
+    "open_channel",
+    "parse_target",
+]
 
 # Output streams are the bulk of the traffic and the grpclib client is the slow end: large
 # windows keep the server from stalling on WINDOW_UPDATEs, and large frames mean fewer h2
@@ -101,6 +109,20 @@ async def open_channel(
     return channel
 
 
+async def close_channel(channel: Channel, within: float = 5.0) -> None:
+    """Close `channel` and wait (up to `within` seconds) until its connection is really gone.
+
+    `Channel.close()` only starts closing: asyncio finishes a TLS shutdown in the background,
+    so a caller that then closes its event loop would leak the socket.
+    """
+    protocol = channel._protocol
+    channel.close()
+    if isinstance(protocol, _TunedProtocol):
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                await protocol.wait_closed()
+
+
 async def _establish(channel: _TunedChannel, target: str) -> None:
     """Connect, check the negotiated session, and wait for the server's first HTTP/2 bytes."""
     try:
@@ -147,6 +169,7 @@ class _TunedProtocol(H2Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
         self._ready = asyncio.Event()
+        self._closed = asyncio.Event()
         super().connection_made(transport)
         # grpclib has no setting for this; h2's own connection object takes it.
         self.connection._connection.update_settings({SettingCodes.MAX_FRAME_SIZE: _MAX_FRAME_SIZE})
@@ -161,6 +184,7 @@ class _TunedProtocol(H2Protocol):
             self._lost = True
             self.lost_reason = _describe_loss(exc)
             self._ready.set()
+        self._closed.set()
         super().connection_lost(exc)
 
     def ssl_object(self) -> ssl.SSLObject:
@@ -168,6 +192,9 @@ class _TunedProtocol(H2Protocol):
         if not isinstance(ssl_obj, ssl.SSLObject):
             raise TLSPolicyError("the connection is not protected by TLS")
         return ssl_obj
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
 
     async def wait_ready(self) -> bool:
         """True once the server has sent its first bytes; False if it closed before that."""

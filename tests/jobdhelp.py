@@ -1,0 +1,210 @@
+"""Helpers for tests against a real `jobd`: start and stop servers, call RPCs, read output."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from jobservice.api.client import JobServiceStub
+from jobservice.api.v1 import jobservice_pb2 as pb
+
+__all__ = [
+    "USERS",
+    "Connect",
+    "Credentials",
+    "Jobd",
+    "JobdLauncher",
+    "Output",
+    "credentials",
+    "jobd_command",
+    "read_output",
+    "status_of",
+]
+
+# alice, bob and charlie are the built-in policy's users; mallory holds a valid certificate
+# from the same CA but is in no policy.
+USERS = ("alice", "bob", "charlie", "mallory")
+
+_READY = re.compile(r"jobd listening on (\S+)")
+_START_TIMEOUT = 20.0
+_STOP_TIMEOUT = 20.0
+
+
+def jobd_command() -> list[str]:
+    """How to run the installed `jobd`: the venv's console script, else `python -m`."""
+    script = Path(sys.executable).with_name("jobd")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "jobservice.cli.jobd"]
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A CA file and one party's certificate and key."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def credentials(pki: Path, user: str) -> Credentials:
+    """The CA and `user`'s certificate and key ("server" for the server's)."""
+    return Credentials(pki / "ca.pem", pki / f"{user}.pem", pki / f"{user}.key")
+
+
+@dataclass
+class Jobd:
+    """One running `jobd serve` process."""
+
+    process: subprocess.Popen[bytes]
+    target: str
+    data_dir: Path
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def log(self) -> str:
+        """The server's stderr so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, pattern: str, timeout: float = 5.0) -> re.Match[str]:
+        """The first match of `pattern` in the log, waiting for it to be written."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = re.search(pattern, self.log)
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                pytest.fail(f"{pattern!r} not in jobd's log within {timeout} s:\n{self.log}")
+            time.sleep(0.02)
+
+    def terminate(self, timeout: float = _STOP_TIMEOUT) -> int:
+        """SIGTERM and wait; the exit status, or a test failure (after SIGKILL) if it hangs."""
+        if self.process.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(self.pid, signal.SIGKILL)
+            self.process.wait()
+            pytest.fail(f"jobd {self.pid} did not exit within {timeout} s of SIGTERM:\n{self.log}")
+
+
+@dataclass
+class JobdLauncher:
+    """Starts `jobd serve` processes on loopback and stops every one it started."""
+
+    pki: Path
+    workdir: Path
+    started: list[Jobd] = field(default_factory=list)
+
+    def command(self, *extra: str, data_dir: Path | None = None) -> list[str]:
+        """The `jobd serve` command line this launcher uses, with `extra` arguments."""
+        data = data_dir or self.workdir / f"data{len(self.started)}"
+        creds = credentials(self.pki, "server")
+        return [
+            *jobd_command(),
+            "serve",
+            "--listen=127.0.0.1:0",
+            f"--data-dir={data}",
+            f"--ca={creds.ca}",
+            f"--cert={creds.cert}",
+            f"--key={creds.key}",
+            *extra,
+        ]
+
+    def start(self, *extra: str, data_dir: Path | None = None) -> Jobd:
+        """A ready server with a fresh data dir; `extra` are more `jobd serve` arguments."""
+        n = len(self.started)
+        data = data_dir or self.workdir / f"data{n}"
+        log_path = self.workdir / f"jobd{n}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                self.command(*extra, data_dir=data), stdout=log, stderr=log, env=_env()
+            )
+        jobd = Jobd(process, "", data, log_path)
+        self.started.append(jobd)
+        jobd.target = _wait_ready(jobd)
+        return jobd
+
+    def stop_all(self) -> None:
+        for jobd in self.started:
+            jobd.terminate()
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _wait_ready(jobd: Jobd) -> str:
+    """The address from jobd's "listening" line; fails the test if it exits or is slow."""
+    deadline = time.monotonic() + _START_TIMEOUT
+    while time.monotonic() < deadline:
+        found = _READY.search(jobd.log)
+        if found:
+            return found.group(1)
+        if jobd.process.poll() is not None:
+            pytest.fail(f"jobd exited with {jobd.process.returncode} at start:\n{jobd.log}")
+        time.sleep(0.02)
+    jobd.terminate()
+    pytest.fail(f"jobd not ready within {_START_TIMEOUT} s:\n{jobd.log}")
+
+
+# The `connect` fixture: `await connect(jobd_or_target, "alice")` -> a stub on a checked channel.
+Connect = Callable[["Jobd | str", str], Awaitable[JobServiceStub]]
+
+
+async def status_of(call: Awaitable[object]) -> tuple[Status, str]:
+    """The gRPC status and message an RPC ends with: (OK, "") or the error's."""
+    try:
+        await call
+    except GRPCError as exc:
+        return exc.status, exc.message or ""
+    return Status.OK, ""
+
+
+@dataclass
+class Output:
+    """Everything one Output stream delivered."""
+
+    chunks: list[pb.OutputChunk]
+    final: pb.JobStatus | None
+
+    def data(self, stream: int | None = None) -> bytes:
+        """The bytes of every chunk, or of one stream's chunks."""
+        return b"".join(c.data for c in self.chunks if stream is None or c.stream == stream)
+
+
+async def read_output(
+    stub: JobServiceStub,
+    job_id: int,
+    streams: pb.OutputSelection.ValueType = pb.OUTPUT_SELECTION_ALL,
+    offset: int = 0,
+) -> Output:
+    """Follow a job's Output stream to its end."""
+    chunks: list[pb.OutputChunk] = []
+    final = None
+    request = pb.OutputRequest(job_id=job_id, streams=streams, offset=offset)
+    for response in await stub.Output(request):
+        if response.HasField("chunk"):
+            assert final is None, "a chunk arrived after the final status"
+            chunks.append(response.chunk)
+        else:
+            final = response.final_status
+    return Output(chunks, final)
