@@ -10,7 +10,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from tlshelp import TlsPki
 
-from jobservice.security.errors import CredentialError, SecurityError, TLSPolicyError
+from jobservice.security.errors import (
+    AuthenticationError,
+    CredentialError,
+    SecurityError,
+    TLSPolicyError,
+)
+from jobservice.security.identity import Identity, identity_from_connection
 from jobservice.security.tls import TLS_CIPHER, check_negotiated, client_context, server_context
 
 Builder = Callable[..., ssl.SSLContext]
@@ -160,3 +166,16 @@ def test_check_negotiated_refuses_an_unfinished_connection(tls_pki: TlsPki) -> N
     fresh = server.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_side=True)
     with pytest.raises(TLSPolicyError, match="no protocol"):
         check_negotiated(fresh)
+
+
+def test_identity_needs_a_client_certificate(tls_pki: TlsPki) -> None:
+    server_obj = _memory_handshake(*_permissive_pair(tls_pki, ssl.TLSVersion.TLSv1_3))
+    with pytest.raises(AuthenticationError, match="no certificate"):
+        identity_from_connection(server_obj)
+
+
+def test_identity_from_a_verified_connection(
+    tls_pki: TlsPki, our_server_context: ssl.SSLContext
+) -> None:
+    server_obj = _memory_handshake(our_server_context, _build(client_context, tls_pki))
+    assert identity_from_connection(server_obj) == Identity("alice")

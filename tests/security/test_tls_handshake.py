@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 from tlshelp import Outcome, Pair, TlsPki, s_client, serve
 
-from jobservice.security.errors import TLSPolicyError
+from jobservice.security.errors import AuthenticationError, TLSPolicyError
 
 ECHO = "ping-through-tls"
 
@@ -70,6 +70,19 @@ async def test_handshake_refuses(
     assert isinstance(outcome.error, ssl.SSLError), outcome
     assert reason in str(outcome.error)
     assert run.returncode != 0, run.output
+    assert ECHO not in run.output
+
+
+async def test_certificate_without_client_auth_is_refused_after_the_handshake(
+    tls_pki: TlsPki, our_server_context: ssl.SSLContext
+) -> None:
+    """OpenSSL takes a certificate without EKU as any purpose; the identity check does not."""
+    async with serve(our_server_context) as server:
+        run = await s_client(server.port, tls_pki.ca, *_with(tls_pki.any_purpose))
+        outcome = await server.next_outcome()
+    assert isinstance(outcome.error, AuthenticationError), outcome
+    assert "no extended key usage" in str(outcome.error)
+    assert "Cipher is TLS_AES_256_GCM_SHA384" in run.output  # the handshake itself succeeded
     assert ECHO not in run.output
 
 

@@ -41,6 +41,7 @@ class TlsPki:
     expired: Pair
     not_yet_valid: Pair
     p256: Pair  # a client certificate on P-256 instead of P-384
+    any_purpose: Pair  # CN=alice from the right CA, but without an extended key usage
     wrong_name_server: Pair  # a server certificate whose only SAN is not.localhost.invalid
 
 
@@ -78,6 +79,9 @@ def make_tls_pki(out: Path) -> TlsPki:
         ),
         p256=_write(
             out, "p256", pki.issue_certificate(ca, "alice", key=pki.new_key(ec.SECP256R1()))
+        ),
+        any_purpose=_write(
+            out, "any-purpose", pki.issue_certificate(ca, "alice", extended_key_usage=None)
         ),
         wrong_name_server=_write(
             out,
