@@ -89,6 +89,9 @@ class JobService(JobServiceBase):
     async def Output(self, stream: Stream[pb.OutputRequest, pb.OutputResponse]) -> None:
         async with self._call("Output", stream, pb.OutputRequest) as (caller, request, _):
             with self._stream_slot():
+                # Headers now, not with the first chunk: the client learns at once that its
+                # stream was accepted, even for a job that stays silent.
+                await stream.send_initial_metadata()
                 responses = self._servicer.output(caller, request)
                 async with contextlib.aclosing(responses):
                     async for response in responses:
