@@ -7,38 +7,22 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
 from jobservice.cli.jobctl.config import settings_of
 from jobservice.cli.jobctl.connect import call
 from jobservice.cli.jobctl.exitcodes import CliError, ExitCode, from_exception
+from jobservice.cli.jobctl.params import JOB_ID, stream_options
 from jobservice.cli.jobctl.render import JobView
 
 if TYPE_CHECKING:
     from jobservice.api.v1.jobservice_grpc import JobServiceStub
 
-__all__ = ["JOB_ID", "Sink", "command", "follow", "stream_options"]
+__all__ = ["Sink", "command", "follow", "warn_if_truncated"]
 
 _STREAM_STDERR = 2  # jobservice.v1.Stream.STREAM_STDERR, here so that no protobuf is imported
-
-JOB_ID = click.IntRange(min=0)
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def stream_options(func: F) -> F:
-    """--stdout | --stderr | --all, stored as `streams`; default all."""
-    for name, text in (
-        ("all", "Both streams, each to its own (default)."),
-        ("stderr", "Only the job's stderr (written to stderr)."),
-        ("stdout", "Only the job's stdout."),
-    ):
-        func = click.option(
-            f"--{name}", "streams", flag_value=name, default=name == "all", help=text
-        )(func)
-    return func
 
 
 class Sink:

@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from jobservice.cli.jobctl.config import settings_of
 from jobservice.cli.jobctl.connect import RPC_TIMEOUT, call
+from jobservice.cli.jobctl.params import env_dir_options
 from jobservice.cli.jobctl.render import JobView, job_json
 
 if TYPE_CHECKING:
     from jobservice.api.v1.jobservice_grpc import JobServiceStub
 
-__all__ = ["JobSpec", "command", "env_dir_options", "start_job"]
+__all__ = ["JobSpec", "command", "start_job"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,26 +60,6 @@ class JobSpec:
         # A relative directory means one relative to where the user stands, as locally.
         where = os.path.abspath(directory) if directory else ""
         return cls(command=name, args=arguments, dir=where, env=tuple(envs))
-
-
-def env_dir_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--envs and --dir, shared by start and run."""
-    func = click.option(
-        "--dir",
-        "directory",
-        default="",
-        metavar="DIR",
-        help="Working directory on the server host; relative paths are made absolute "
-        "against yours. Default: /.",
-    )(func)
-    return click.option(
-        "--envs",
-        multiple=True,
-        metavar="NAME=VALUE",
-        help="One environment variable of the job; repeat for more. The job gets exactly "
-        "these (nothing leaks from the server's environment); with none, its command is "
-        "looked up on the server's safe default PATH.",
-    )(func)
 
 
 async def start_job(stub: JobServiceStub, spec: JobSpec) -> JobView:

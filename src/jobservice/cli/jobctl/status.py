@@ -13,7 +13,7 @@ import click
 
 from jobservice.cli.jobctl.config import settings_of
 from jobservice.cli.jobctl.connect import RPC_TIMEOUT, call
-from jobservice.cli.jobctl.output import JOB_ID
+from jobservice.cli.jobctl.params import JOB_ID
 from jobservice.cli.jobctl.render import JobView, job_json, status_line
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ import click
 
 from jobservice.cli.jobctl.config import settings_of
 from jobservice.cli.jobctl.connect import call
-from jobservice.cli.jobctl.output import JOB_ID
+from jobservice.cli.jobctl.params import JOB_ID
 from jobservice.cli.jobctl.render import stopped_line
 
 if TYPE_CHECKING:
