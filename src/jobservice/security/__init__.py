@@ -1,1 +1,1 @@
-"""jobservice.security."""
+"""Strict mutual TLS, the development PKI, caller identity and role-based authorization."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import _ssl
 import ctypes
+import functools
 import ssl
 from pathlib import Path
 
@@ -143,6 +144,7 @@ def _restrict_handshake_crypto(ctx: ssl.SSLContext) -> None:
         raise TLSPolicyError(f"OpenSSL refused the signature algorithm list {SIGNATURE_ALGORITHM}")
 
 
+@functools.cache
 def _libssl() -> ctypes.CDLL:
     """The OpenSSL that ``ssl`` itself is linked against (symbols resolve through _ssl)."""
     return ctypes.CDLL(_ssl.__file__)
