@@ -192,7 +192,8 @@ def test_precedence_flags_then_env_then_profile(tmp_path: Path) -> None:
     assert settings.cert == tmp_path / "flag/u.pem"
     # key and CA: found beside the certificate, as `jobd pki init` lays them out
     assert (settings.key, settings.ca) == (tmp_path / "flag/u.key", tmp_path / "flag/ca.pem")
-    assert settings.user == "p"
+    # the profile's user goes with the profile's certificate, which the flag replaced
+    assert settings.user is None
     only_profile = resolve({}, {"XDG_CONFIG_HOME": env["XDG_CONFIG_HOME"]}, None)
     assert only_profile.server == "prof:1"
     assert only_profile.cert.resolve() == (tmp_path / "prof/u.pem").resolve()
@@ -200,6 +201,25 @@ def test_precedence_flags_then_env_then_profile(tmp_path: Path) -> None:
     assert (other.server, other.user) == ("env:3", None)
     flagged = resolve({**flags, "server": "f:4"}, env, "other")
     assert flagged.server == "f:4"
+
+
+def test_key_goes_with_the_certificate(tmp_path: Path) -> None:
+    _creds(tmp_path / "a", "ca.pem", "alice.pem", "alice.key")
+    _creds(tmp_path / "b", "bob.pem", "bob.key", "lone.pem")
+    conf = tmp_path / "xdg/jobctl/config.toml"
+    conf.parent.mkdir(parents=True)
+    conf.write_text(
+        f'[profiles.default]\ncert = "{tmp_path}/a/alice.pem"\nkey = "{tmp_path}/a/alice.key"\n'
+        f'ca = "{tmp_path}/a/ca.pem"\nuser = "alice"\n'
+    )
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    bob = resolve({}, {**env, "JOBCTL_CERT": str(tmp_path / "b/bob.pem")}, None)
+    assert (bob.key, bob.user) == (tmp_path / "b/bob.key", None)
+    assert bob.ca == tmp_path / "a/ca.pem"  # the CA is not tied to the certificate
+    lone = resolve({"cert": str(tmp_path / "b/lone.pem")}, env, None)
+    assert lone.key == tmp_path / "a/alice.key"  # nothing beside it: the profile's key
+    given = resolve({"cert": str(tmp_path / "b/bob.pem")}, {**env, "JOBCTL_KEY": "x"}, None)
+    assert given.key == tmp_path / "b/bob.key"  # a key from a lower level than the cert: no
 
 
 def test_config_errors_are_usage_errors(tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ The config file is `$XDG_CONFIG_HOME/jobctl/config.toml` (default `~/.config/job
     key = "~/pki/alice.key"
     user = "alice"                  # optional; checked against the certificate's CN
 
-Fallbacks when nothing names them: the key is the certificate's path with `.key` for its
+The key and user go with the certificate: a key or user from a lower level than the
+certificate is not used with it. Fallbacks: the key is the certificate's path with `.key` for its
 suffix, and the CA is `ca.pem` beside the certificate (the layout `jobd pki init` writes).
 """
 
@@ -145,14 +146,15 @@ def _check_profile(path: Path, name: str, profile: object) -> dict[str, str]:
     return result
 
 
-def _existing_file(option: str, value: str | None, source: str) -> Path:
+def _existing_file(option: str, picked: tuple[str, str, int] | None) -> Path:
     what = _WHAT[option]
-    if not value:
+    if picked is None:
         raise CliError(
             f"No {what} given: pass {_FLAG[option]}, set {ENV_VARS[option]}, or add "
             f"'{option}' to a profile in the config file (see `jobctl --help`).",
             ExitCode.USAGE,
         )
+    value, source, _ = picked
     path = Path(value).expanduser()
     if not path.is_file() or not os.access(path, os.R_OK):
         raise CliError(f"Cannot read {what} file {path} (from {source}).", ExitCode.USAGE)
@@ -163,44 +165,77 @@ _FLAG = {"cert": "-c/--cert", "key": "-k/--key", "ca": "--ca"}
 _WHAT = {"cert": "client certificate", "key": "client key", "ca": "CA certificate"}
 
 
+# One source of settings: where it is (for messages) and what it sets.
+_Layer = tuple[str, dict[str, str]]
+
+
+def _layers(
+    flags: Mapping[str, str | None], env: Mapping[str, str], profile: str | None
+) -> list[_Layer]:
+    """The sources in precedence order: flags, environment, then the profile (if needed)."""
+    given = {field: str(flags[field]) for field in _FIELDS if flags.get(field)}
+    from_env = {field: env[ENV_VARS[field]] for field in _FIELDS if env.get(ENV_VARS[field])}
+    layers: list[_Layer] = [("the command line", given), ("the environment", from_env)]
+    explicit = profile is not None or bool(env.get(PROFILE_ENV))
+    if explicit or len(given.keys() | from_env.keys()) < len(_FIELDS):
+        name = profile or env.get(PROFILE_ENV) or DEFAULT_PROFILE
+        path = config_path(env)
+        layers.append((f"profile '{name}' in {path}", _load_profile(path, name, explicit=explicit)))
+    return layers
+
+
+def _pick(layers: list[_Layer], field: str, upto: int | None = None) -> tuple[str, str, int] | None:
+    """The first layer (up to index `upto`) that sets `field`: value, source, layer index."""
+    for level, (where, values) in enumerate(layers):
+        if upto is not None and level > upto:
+            break
+        if field in values:
+            source = ENV_VARS[field] if where == "the environment" else where
+            return values[field], source, level
+    return None
+
+
 def resolve(
     flags: Mapping[str, str | None], env: Mapping[str, str], profile: str | None
 ) -> Settings:
-    """Merge flags > environment > config profile > fallbacks into checked Settings."""
-    chosen: dict[str, str] = {}
-    source: dict[str, str] = {}
-    for field in _FIELDS:
-        if flags.get(field):
-            chosen[field], source[field] = str(flags[field]), "the command line"
-        elif env.get(ENV_VARS[field]):
-            chosen[field], source[field] = env[ENV_VARS[field]], ENV_VARS[field]
-    explicit = profile is not None or bool(env.get(PROFILE_ENV))
-    name = profile or env.get(PROFILE_ENV) or DEFAULT_PROFILE
-    if explicit or len(chosen) < len(_FIELDS):
-        path = config_path(env)
-        for field, value in _load_profile(path, name, explicit=explicit).items():
-            if field not in chosen:
-                chosen[field], source[field] = value, f"profile '{name}' in {path}"
-    _fill_fallbacks(chosen, source)
-    server = chosen.get("server", DEFAULT_SERVER)
-    host, port = parse_server(server)
-    cert = _existing_file("cert", chosen.get("cert"), source.get("cert", ""))
-    key = _existing_file("key", chosen.get("key"), source.get("key", ""))
-    ca = _existing_file("ca", chosen.get("ca"), source.get("ca", ""))
-    user = chosen.get("user") or None
-    return Settings(server=server, host=host, port=port, ca=ca, cert=cert, key=key, user=user)
+    """Merge flags > environment > config profile > fallbacks into checked Settings.
+
+    The key and --user go with the certificate: one set at a lower precedence than the
+    certificate is ignored (a JOBCTL_CERT does not get paired with the profile's key), and
+    the key then defaults to the certificate's path with `.key`.
+    """
+    layers = _layers(flags, env, profile)
+    cert = _pick(layers, "cert")
+    cert_level = cert[2] if cert else None
+    beside = _beside(cert[0]) if cert else {}
+    key = _pick(layers, "key", cert_level) or beside.get("key") or _pick(layers, "key")
+    ca = _pick(layers, "ca") or beside.get("ca")
+    user = _pick(layers, "user", cert_level)
+    server = _pick(layers, "server")
+    server_text = server[0] if server else DEFAULT_SERVER
+    host, port = parse_server(server_text)
+    return Settings(
+        server=server_text,
+        host=host,
+        port=port,
+        cert=_existing_file("cert", cert),
+        key=_existing_file("key", key),
+        ca=_existing_file("ca", ca),
+        user=user[0] if user else None,
+    )
 
 
-def _fill_fallbacks(chosen: dict[str, str], source: dict[str, str]) -> None:
-    """Key and CA beside the certificate, as `jobd pki init` lays them out."""
-    cert = chosen.get("cert")
-    if not cert:
-        return
+def _beside(cert: str) -> dict[str, tuple[str, str, int]]:
+    """Key and CA files next to the certificate, as `jobd pki init` lays them out."""
     cert_path = Path(cert).expanduser()
-    fallbacks = {"key": cert_path.with_suffix(".key"), "ca": cert_path.parent / "ca.pem"}
-    for field, candidate in fallbacks.items():
-        if field not in chosen and candidate.is_file():
-            chosen[field], source[field] = str(candidate), f"the file beside {cert_path}"
+    found = {}
+    for field, candidate in (
+        ("key", cert_path.with_suffix(".key")),
+        ("ca", cert_path.parent / "ca.pem"),
+    ):
+        if candidate.is_file():
+            found[field] = (str(candidate), f"the file beside {cert_path}", len(_FIELDS))
+    return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,72 @@
+"""jobctl as a program: help that teaches, version, completion, usage errors, lazy imports."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from jobctl_support import JOBCTL, Result, finish
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> Result:
+    proc = subprocess.Popen(
+        [str(JOBCTL), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    return finish(proc, args)
+
+
+def test_help_teaches() -> None:
+    top = _run("--help")
+    assert top.code == 0
+    for text in ("Examples", "jobctl start -- sleep 10000", "Exit status:", "_JOBCTL_COMPLETE"):
+        assert text in top.stdout
+    for verb in ("start", "stop", "status", "output", "list", "run"):
+        result = _run(verb, "--help")
+        assert result.code == 0
+        assert f"Usage: jobctl {verb}" in result.stdout
+
+
+def test_version() -> None:
+    assert _run("--version").stdout == "jobctl, version 0.1.0\n"
+
+
+def test_shell_completion() -> None:
+    script = _run(env={"_JOBCTL_COMPLETE": "bash_source"})
+    assert script.code == 0
+    assert "_jobctl_completion" in script.stdout
+    words = _run(
+        env={"_JOBCTL_COMPLETE": "bash_complete", "COMP_WORDS": "jobctl st", "COMP_CWORD": "1"}
+    )
+    assert {line.split(",")[1] for line in words.stdout.splitlines()} == {"start", "status", "stop"}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("frobnicate",),
+        ("status",),
+        ("status", "x"),
+        ("stop", "-1"),
+        ("output", "1", "--offset", "x"),
+    ],
+)
+def test_usage_errors_exit_2(args: tuple[str, ...]) -> None:
+    result = _run(*args)
+    assert result.code == 2
+    assert "Error:" in result.stderr
+
+
+def test_help_and_usage_do_not_load_the_network_stack() -> None:
+    """What keeps `jobctl --help` instant and `jobctl status` fast: heavy imports are lazy."""
+    code = (
+        "import sys; from jobservice.cli.jobctl import main; main(['--help']);"
+        "heavy = [m for m in ('grpclib', 'google.protobuf', 'cryptography', 'jobservice.api')"
+        " if m in sys.modules]; print(heavy, file=sys.stderr)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stderr.strip() == "[]"

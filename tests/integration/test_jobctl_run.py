@@ -1,0 +1,79 @@
+"""`jobctl run` against a real jobd: output, the job's own exit status, and Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+from jobctl_support import Jobctl, Server, finish
+
+
+@pytest.fixture(scope="module")
+def ctl(shared_jobd: Server, pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Jobctl:
+    return Jobctl(shared_jobd.target, pki, tmp_path_factory.mktemp("home"))
+
+
+def test_exit_status_is_the_jobs(ctl: Jobctl) -> None:
+    ok, three, termed, killed = ctl.many(
+        [
+            ("run", "--", "sh", "-c", "echo out; echo err >&2"),
+            ("run", "--", "sh", "-c", "exit 3"),
+            ("run", "--", "sh", "-c", "kill -TERM $$"),
+            ("run", "--", "sh", "-c", "kill -KILL $$"),
+        ]
+    )
+    assert (ok.code, ok.out, ok.err) == (0, b"out\n", b"err\n")
+    assert (three.code, three.out, three.err) == (3, b"", b"")
+    assert termed.code == 143
+    assert killed.code == 137
+
+
+def test_stream_selection_and_options(ctl: Jobctl, tmp_path: Path) -> None:
+    script = 'pwd; echo "$GREETING"; echo err >&2'
+    only_out, only_err = ctl.many(
+        [
+            (
+                "run",
+                "--stdout",
+                "--dir",
+                str(tmp_path),
+                "--envs",
+                "GREETING=hi",
+                "--",
+                "sh",
+                "-c",
+                script,
+            ),
+            ("run", "--stderr", "--", "sh", "-c", script),
+        ]
+    )
+    assert (only_out.code, only_out.out, only_out.err) == (0, f"{tmp_path}\nhi\n".encode(), b"")
+    assert (only_err.code, only_err.out, only_err.err) == (0, b"", b"err\n")
+
+
+def test_errors_before_the_job_starts(ctl: Jobctl) -> None:
+    missing, denied, usage = [
+        ctl("run", "--", "no-such-command-xyz"),
+        ctl("run", "--", "true", user="bob"),
+        ctl("run"),
+    ]
+    assert missing.code == 6
+    assert "Invalid request: " in missing.stderr
+    assert denied.code == 4
+    assert usage.code == 2
+
+
+def test_ctrl_c_stops_the_job_and_exits_130(ctl: Jobctl) -> None:
+    marker = "ctrl-c-test-marker"
+    proc = ctl.popen("run", "--", "sh", "-c", f"echo ready; exec sleep 1000 # {marker}")
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"ready\n"
+    proc.send_signal(signal.SIGINT)
+    result = finish(proc, ("run",))
+    assert result.code == 130, result
+    assert "stopping Job" in result.stderr
+    jobs = json.loads(ctl("list", "--json").stdout)
+    (job,) = [j for j in jobs if marker in " ".join(j["args"])]
+    assert (job["state"], job["signal"]) == ("exited", "SIGTERM")
