@@ -27,12 +27,14 @@ __all__ = [
     "parse_target",
 ]
 
-# Output streams are the bulk of the traffic and the grpclib client is the slow end: large
-# windows keep the server from stalling on WINDOW_UPDATEs, and large frames mean fewer h2
-# events to process per byte (the HTTP/2 maximum frame size is 2**24 - 1).
+# Output streams are the bulk of the traffic and the grpclib client is the slow end. Measured
+# on loopback (one 200 MB job output): large windows keep the server from stalling on
+# WINDOW_UPDATEs, and 64 KiB frames (a quarter as many as with the 16 KiB default) mean fewer
+# h2 events per byte; together about +20%. Frames of 256 KiB and more were much slower, as h2
+# reassembles a frame by concatenating the TLS reads.
 _CONNECTION_WINDOW = 64 << 20
 _STREAM_WINDOW = 16 << 20
-_MAX_FRAME_SIZE = 1 << 20
+_MAX_FRAME_SIZE = 64 << 10
 
 
 class ConnectFailure(enum.Enum):
