@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -13,9 +14,19 @@ import time
 from pathlib import Path
 
 import pytest
+from grpclib.client import Channel
 from grpclib.const import Status
-from jobdhelp import Connect, Jobd, JobdLauncher, jobd_command, read_output, status_of
+from jobdhelp import (
+    Connect,
+    Jobd,
+    JobdLauncher,
+    credentials,
+    jobd_command,
+    read_output,
+    status_of,
+)
 
+from jobservice.api.client import ConnectError, ConnectFailure, close_channel, open_channel
 from jobservice.api.v1 import jobservice_pb2 as pb
 
 
@@ -193,3 +204,26 @@ def test_help_documents_flags_defaults_and_examples() -> None:
         assert flag in text
     assert "XDG_STATE_HOME" in text
     assert "Examples:" in text
+
+
+async def test_connections_over_the_limit_are_refused(
+    jobd_launcher: JobdLauncher, pki: Path
+) -> None:
+    server = jobd_launcher.start("--max-connections", "1")
+    creds = credentials(pki, "alice")
+
+    async def connect_alice() -> Channel:
+        return await open_channel(server.target, ca=creds.ca, cert=creds.cert, key=creds.key)
+
+    first = await connect_alice()
+    with pytest.raises(ConnectError) as refused:
+        await connect_alice()
+    assert refused.value.reason is ConnectFailure.REJECTED
+    server.wait_for_log(r"connection limit \(1\) reached")
+    await close_channel(first)
+    for _ in range(100):  # the server notices the close a moment later
+        with contextlib.suppress(ConnectError):
+            await close_channel(await connect_alice())
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail("the closed connection's place was never freed")
