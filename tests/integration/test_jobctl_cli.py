@@ -63,10 +63,10 @@ def test_usage_errors_exit_2(args: tuple[str, ...]) -> None:
 
 def test_help_and_usage_do_not_load_the_network_stack() -> None:
     """What keeps `jobctl --help` instant and `jobctl status` fast: heavy imports are lazy."""
+    heavy = ("asyncio", "grpclib", "google.protobuf", "cryptography", "jobservice.api")
     code = (
         "import sys; from jobservice.cli.jobctl import main; main(['--help']);"
-        "heavy = [m for m in ('grpclib', 'google.protobuf', 'cryptography', 'jobservice.api')"
-        " if m in sys.modules]; print(heavy, file=sys.stderr)"
+        f"print([m for m in {heavy!r} if m in sys.modules], file=sys.stderr)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stderr.strip() == "[]"

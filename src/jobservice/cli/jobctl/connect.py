@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, TypeVar
@@ -85,6 +84,7 @@ def call(
 ) -> T:
     """Run `body` with a connected stub; any failure becomes a CliError about `job`."""
     check_user(settings)
+    import asyncio
 
     async def main() -> T:
         async with connected(settings) as stub:

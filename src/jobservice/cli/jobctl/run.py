@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from typing import TYPE_CHECKING
 
 import click
@@ -27,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["command"]
 
 # Signals that, as for a local command, end the job too: the remote job is stopped first.
-_FORWARDED = (signal.SIGINT, signal.SIGTERM)
+_FORWARDED = ("SIGINT", "SIGTERM")
 
 
 async def _stop_after_interrupt(stub: JobServiceStub, job_id: int) -> None:
@@ -43,6 +41,10 @@ async def _stop_after_interrupt(stub: JobServiceStub, job_id: int) -> None:
 
 
 async def _run(stub: JobServiceStub, spec: JobSpec, streams: str, server: str) -> int:
+    import asyncio
+    import signal
+
+    forwarded = [signal.Signals[name] for name in _FORWARDED]
     job = await start_job(stub, spec)
     loop = asyncio.get_running_loop()
     following = asyncio.ensure_future(follow(stub, job.id, streams, Sink(), server=server))
@@ -52,19 +54,19 @@ async def _run(stub: JobServiceStub, spec: JobSpec, streams: str, server: str) -
         caught.append(signum)
         following.cancel()
 
-    for signum in _FORWARDED:
+    for signum in forwarded:
         loop.add_signal_handler(signum, interrupt, signum)
     try:
         final = await following
     except asyncio.CancelledError:
         if not caught:
             raise
-        for signum in _FORWARDED:  # a second Ctrl-C while stopping ends jobctl at once
+        for signum in forwarded:  # a second Ctrl-C while stopping ends jobctl at once
             loop.remove_signal_handler(signum)
         await _stop_after_interrupt(stub, job.id)
         return 128 + caught[0]
     finally:
-        for signum in _FORWARDED:
+        for signum in forwarded:
             loop.remove_signal_handler(signum)
     return await _exit_status(stub, job.id, final)
 
