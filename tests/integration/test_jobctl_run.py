@@ -65,14 +65,15 @@ def test_errors_before_the_job_starts(ctl: Jobctl) -> None:
     assert usage.code == 2
 
 
-def test_ctrl_c_stops_the_job_and_exits_130(ctl: Jobctl) -> None:
-    marker = "ctrl-c-test-marker"
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_stops_the_job_and_exits_130(ctl: Jobctl, signum: int, code: int) -> None:
+    marker = f"interrupt-test-{signum}"
     proc = ctl.popen("run", "--", "sh", "-c", f"echo ready; exec sleep 1000 # {marker}")
     assert proc.stdout is not None
     assert proc.stdout.readline() == b"ready\n"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     result = finish(proc, ("run",))
-    assert result.code == 130, result
+    assert result.code == code, result
     assert "stopping Job" in result.stderr
     jobs = json.loads(ctl("list", "--json").stdout)
     (job,) = [j for j in jobs if marker in " ".join(j["args"])]

@@ -102,3 +102,13 @@ def test_refusals_have_a_message_and_their_own_exit_code(
     assert result.code == code, result
     assert message in result.stderr
     assert result.out == b""
+
+
+def test_a_server_limit_is_exit_7(jobd_launcher: object, pki: Path, tmp_path: Path) -> None:
+    server = jobd_launcher.start("--max-jobs-per-user", "1")  # type: ignore[attr-defined]
+    ctl = Jobctl(server.target, pki, tmp_path)
+    first = ctl.start("sleep", "10000")
+    refused = ctl("start", "--", "sleep", "10000")
+    assert refused.code == 7, refused
+    assert refused.stderr.startswith("Server limit reached: ")
+    assert ctl("stop", str(first)).code == 0
