@@ -1,0 +1,66 @@
+"""Start rate: /bin/true jobs started per second over one connection, vs a bare Popen loop."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from typing import Any
+
+from bench.harness import Context, Jobd, Row, Section, alternate, start_job
+
+__all__ = ["run"]
+
+_TARGET = 1000.0  # jobs/s
+_WINDOW = 16  # Start calls in flight at once in the pipelined variant
+
+
+def run(ctx: Context) -> Section:
+    n = ctx.scale.start_jobs
+    section = Section("startrate", f"Start rate: {n} x /bin/true per run")
+    jobd = Jobd.start(ctx.ws, "startrate")
+    try:
+        rates = alternate(
+            [
+                ("popen", lambda: _popen_floor(n)),
+                ("sequential", lambda: jobd.run(_starts, n, 1)),
+                ("pipelined", lambda: jobd.run(_starts, n, _WINDOW)),
+            ],
+            ctx.scale.rounds,
+        )
+    finally:
+        jobd.stop()
+    floor = Row("floor: subprocess.Popen(['/bin/true']).wait() loop", "jobs/s", rates["popen"])
+    sequential = Row("Start over one connection, 1 in flight", "jobs/s", rates["sequential"])
+    pipelined = Row(f"Start over one connection, {_WINDOW} in flight", "jobs/s", rates["pipelined"])
+    for row in (sequential, pipelined):
+        row.reference, row.ref_value = "Popen floor", floor.value
+        row.target, row.met = f">= {_TARGET:.0f}/s", row.value >= _TARGET
+    section.rows = [pipelined, sequential, floor]
+    section.commands = [
+        f"jobservice: {n} x StartRequest(command='/bin/true') on one mTLS channel, "
+        f"awaited one at a time, or {_WINDOW} at a time (asyncio tasks)",
+        f"floor: for _ in range({n}): subprocess.Popen(['/bin/true']).wait()   # in Python",
+    ]
+    section.plot = {"rates": rates}
+    return section
+
+
+def _popen_floor(n: int) -> float:
+    begin = time.perf_counter()
+    for _ in range(n):
+        subprocess.Popen(["/bin/true"]).wait()
+    return n / (time.perf_counter() - begin)
+
+
+async def _starts(stub: Any, n: int, window: int) -> float:
+    """Jobs started per second: `window` workers each starting its share one after another."""
+
+    async def worker(count: int) -> None:
+        for _ in range(count):
+            await start_job(stub, ["/bin/true"])
+
+    shares = [n // window + (i < n % window) for i in range(window)]
+    begin = time.perf_counter()
+    await asyncio.gather(*(worker(share) for share in shares))
+    return n / (time.perf_counter() - begin)
