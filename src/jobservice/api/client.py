@@ -143,7 +143,8 @@ async def _establish(channel: _TunedChannel, target: str) -> None:
     except TLSPolicyError as exc:
         raise ConnectError(target, ConnectFailure.POLICY, str(exc)) from None
     # In TLS 1.3 the server verifies our certificate after our side of the handshake is done,
-    # so a rejection only shows as the connection closing: wait for the server's SETTINGS.
+    # so a rejection only shows as the connection closing: wait until the server has answered
+    # our SETTINGS (which also makes the larger frame size safe to use, see `_TunedProtocol`).
     if not await protocol.wait_ready():
         raise ConnectError(target, ConnectFailure.REJECTED, protocol.lost_reason)
 
@@ -161,7 +162,13 @@ def _client_config() -> Configuration:
 
 
 class _TunedProtocol(H2Protocol):
-    """grpclib's client protocol, plus large frames and a signal for "the server spoke"."""
+    """grpclib's client protocol, plus larger frames and a signal for "settings agreed".
+
+    h2 applies an acknowledged MAX_FRAME_SIZE to its frame parser only at the start of the
+    next `receive_data`, so a large frame arriving in the same read as the acknowledgement
+    would be refused as a protocol error. Not issuing any call until the acknowledgement has
+    been processed rules that out: until then the server has nothing to send.
+    """
 
     _transport: asyncio.BaseTransport
     _ready: asyncio.Event
@@ -178,8 +185,9 @@ class _TunedProtocol(H2Protocol):
         self.connection.flush()
 
     def data_received(self, data: bytes) -> None:
-        self._ready.set()
         super().data_received(data)
+        if self.connection._connection.max_inbound_frame_size == _MAX_FRAME_SIZE:
+            self._ready.set()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if not self._ready.is_set():
@@ -199,7 +207,7 @@ class _TunedProtocol(H2Protocol):
         await self._closed.wait()
 
     async def wait_ready(self) -> bool:
-        """True once the server has sent its first bytes; False if it closed before that."""
+        """True once the server has acknowledged our settings; False if it closed first."""
         await self._ready.wait()
         return not self._lost
 
