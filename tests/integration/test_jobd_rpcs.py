@@ -106,6 +106,19 @@ async def test_stop_kills_a_job_that_ignores_sigterm_after_the_grace(
     assert 1.5 <= time.monotonic() - began < 10  # the server runs with --stop-grace 2
 
 
+async def test_stop_completes_even_if_the_client_gives_up(
+    shared_jobd: Jobd, connect: Connect
+) -> None:
+    alice = await connect(shared_jobd, "alice")
+    job_id = await start(alice, "sh", "-c", "trap '' TERM; echo ready; sleep 30")
+    await _wait_for_output(alice, job_id, b"ready")
+    with pytest.raises(asyncio.TimeoutError):  # grpclib's deadline: the call is cancelled
+        await alice.Stop(pb.StopRequest(job_id=job_id), timeout=0.5)
+    output = await asyncio.wait_for(read_output(alice, job_id), 10)
+    assert output.final is not None
+    assert output.final.signal == signal.SIGKILL  # the grace still ran out into SIGKILL
+
+
 async def test_stop_errors(shared_jobd: Jobd, connect: Connect) -> None:
     alice = await connect(shared_jobd, "alice")
     job_id = await start(alice, "true")

@@ -5,6 +5,7 @@ They run only after `dispatch` has authenticated the caller and authorized the c
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Callable
 
 from jobservice.api import convert
@@ -33,7 +34,9 @@ class JobServicer:
         return pb.StartResponse(job_id=job_id, status=status)
 
     async def stop(self, caller: Identity, request: pb.StopRequest) -> pb.StopResponse:
-        info = await self._coord.stop(request.job_id)
+        # Shielded: a client that hangs up mid-stop must not cut the procedure short between
+        # its SIGTERM and its SIGKILL, leaving a job that ignored SIGTERM running.
+        info = await asyncio.shield(self._coord.stop(request.job_id))
         return pb.StopResponse(status=convert.info_to_proto(info))
 
     async def status(self, caller: Identity, request: pb.StatusRequest) -> pb.StatusResponse:
