@@ -11,8 +11,10 @@ import pytest
 from grpclib.const import Status
 from jobdhelp import Connect, Jobd, JobdLauncher, read_output, status_of
 
+from jobservice.api import convert
 from jobservice.api.client import JobServiceStub
 from jobservice.api.v1 import jobservice_pb2 as pb
+from jobservice.core import ExitStatus, Stream
 
 
 async def start(stub: JobServiceStub, *argv: str, env: list[str] | None = None) -> int:
@@ -250,3 +252,30 @@ async def _wait_for_output(stub: JobServiceStub, job_id: int, text: bytes) -> No
             assert message is not None
             seen += message.chunk.data
         await stream.cancel()
+
+
+async def test_wire_statuses_and_chunks_convert_back_to_library_records(
+    shared_jobd: Jobd, connect: Connect
+) -> None:
+    alice = await connect(shared_jobd, "alice")
+    running = await start(alice, "sleep", "30")
+    exited = await start(alice, "sh", "-c", "echo out; echo err >&2; exit 4")
+    output = await read_output(alice, exited)
+    await alice.Stop(pb.StopRequest(job_id=running))
+    for job in (await alice.List(pb.ListRequest())).jobs:
+        back = convert.info_to_proto(convert.status_to_info(job))
+        for field in ("started_at", "ended_at"):  # float seconds in between: within 1 us
+            assert back.HasField(field) == job.HasField(field)
+            delta = getattr(back, field).ToNanoseconds() - getattr(job, field).ToNanoseconds()
+            assert abs(delta) <= 1000
+            back.ClearField(field)
+            job.ClearField(field)
+        assert back == job
+    assert output.final is not None
+    assert convert.status_to_info(output.final).exit == ExitStatus(code=4)
+    chunks = [convert.chunk_from_proto(c) for c in output.chunks]
+    assert [(c.stream, c.data) for c in chunks] == [
+        (Stream.STDOUT, b"out\n"),
+        (Stream.STDERR, b"err\n"),
+    ]
+    assert [convert.chunk_to_proto(c) for c in chunks] == output.chunks
