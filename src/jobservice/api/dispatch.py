@@ -126,10 +126,10 @@ class JobService(JobServiceBase):
         self._open_calls += 1
         self._idle.clear()
         try:
-            if self.draining:
-                raise ServiceUnavailable("the server is shutting down")
             caller = _identify(stream)
             audit.user = caller.user
+            if self.draining:
+                raise ServiceUnavailable("the server is shutting down")
             request = await _read_request(stream, request_type, self._max_request_bytes)
             if RULES[rpc].takes_job_id:
                 audit.job = request.job_id  # type: ignore[attr-defined]

@@ -114,7 +114,7 @@ class _StrictServer(Server):
 
     def __init__(self, *args: object, max_connections: int, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._max_connections = max_connections
+        self.max_connections = max_connections
         self.connections: set[_GatedProtocol] = set()
 
     async def listen(
@@ -179,8 +179,8 @@ class _GatedProtocol(H2Protocol):
             tls.check_negotiated(ssl_object)
         except TLSPolicyError as exc:
             return str(exc)
-        if len(self._owner.connections) >= self._owner._max_connections:
-            return f"connection limit ({self._owner._max_connections}) reached"
+        if len(self._owner.connections) >= self._owner.max_connections:
+            return f"connection limit ({self._owner.max_connections}) reached"
         return None
 
     def data_received(self, data: bytes) -> None:
