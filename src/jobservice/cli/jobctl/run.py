@@ -40,34 +40,56 @@ async def _stop_after_interrupt(stub: JobServiceStub, job_id: int) -> None:
             raise
 
 
+class _Interrupts:
+    """SIGINT/SIGTERM during `run`: remember the first and cancel the follow, if it has begun.
+
+    Installed before the job starts, so a Ctrl-C that lands while it is starting still stops
+    it; removed before the job is stopped, so a second Ctrl-C ends jobctl at once.
+    """
+
+    def __init__(self) -> None:
+        import asyncio
+        import signal
+
+        self._loop = asyncio.get_running_loop()
+        self._signals = [signal.Signals[name] for name in _FORWARDED]
+        self.caught: int | None = None
+        self.task: asyncio.Future[JobView | None] | None = None
+
+    def __enter__(self) -> _Interrupts:
+        for signum in self._signals:
+            self._loop.add_signal_handler(signum, self._on_signal, signum)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum in self._signals:
+            self._loop.remove_signal_handler(signum)
+
+    def _on_signal(self, signum: int) -> None:
+        if self.caught is None:
+            self.caught = signum
+        if self.task is not None:
+            self.task.cancel()
+
+
 async def _run(stub: JobServiceStub, spec: JobSpec, streams: str, server: str) -> int:
     import asyncio
-    import signal
 
-    forwarded = [signal.Signals[name] for name in _FORWARDED]
-    job = await start_job(stub, spec)
-    loop = asyncio.get_running_loop()
-    following = asyncio.ensure_future(follow(stub, job.id, streams, Sink(), server=server))
-    caught: list[int] = []
-
-    def interrupt(signum: int) -> None:
-        caught.append(signum)
-        following.cancel()
-
-    for signum in forwarded:
-        loop.add_signal_handler(signum, interrupt, signum)
-    try:
-        final = await following
-    except asyncio.CancelledError:
-        if not caught:
-            raise
-        for signum in forwarded:  # a second Ctrl-C while stopping ends jobctl at once
-            loop.remove_signal_handler(signum)
+    final: JobView | None = None
+    with _Interrupts() as interrupts:
+        job = await start_job(stub, spec)
+        if interrupts.caught is None:
+            interrupts.task = asyncio.ensure_future(
+                follow(stub, job.id, streams, Sink(), server=server)
+            )
+            try:
+                final = await interrupts.task
+            except asyncio.CancelledError:
+                if interrupts.caught is None:
+                    raise
+    if interrupts.caught is not None:
         await _stop_after_interrupt(stub, job.id)
-        return 128 + caught[0]
-    finally:
-        for signum in forwarded:
-            loop.remove_signal_handler(signum)
+        return 128 + interrupts.caught
     return await _exit_status(stub, job.id, final)
 
 
