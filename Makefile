@@ -52,7 +52,7 @@ proto: dev
 	touch $(GEN)/__init__.py
 
 proto-check: dev
-	@cp -r $(GEN) build/gen-before
+	@rm -rf build/gen-before && mkdir -p build && cp -r $(GEN) build/gen-before
 	@$(MAKE) --no-print-directory proto >/dev/null 2>&1
 	@diff -r build/gen-before $(GEN) >/dev/null || \
 		{ rm -rf build/gen-before; echo "generated code was stale; run 'make proto' and commit"; exit 1; }
