@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
-from jobctl_support import Jobctl, Server, finish
+from jobctl_support import JOBCTL, Jobctl, Server, finish
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +79,18 @@ def test_ctrl_c_stops_the_job_and_exits_130(ctl: Jobctl, signum: int, code: int)
     jobs = json.loads(ctl("list", "--json").stdout)
     (job,) = [j for j in jobs if marker in " ".join(j["args"])]
     assert (job["state"], job["signal"]) == ("exited", "SIGTERM")
+
+
+def test_an_ignored_sigint_stays_ignored(ctl: Jobctl) -> None:
+    """Started with SIGINT ignored (a script's background job), run ignores it like any command."""
+    script = f"trap '' INT; exec {JOBCTL} run -- sh -c 'echo ready; exec sleep 1000'"
+    proc = subprocess.Popen(
+        ["sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ctl.env()
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"ready\n"
+    proc.send_signal(signal.SIGINT)
+    with pytest.raises(subprocess.TimeoutExpired):
+        proc.wait(0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert finish(proc, ("run",)).code == 143

@@ -52,7 +52,10 @@ class _Interrupts:
         import signal
 
         self._loop = asyncio.get_running_loop()
-        self._signals = [signal.Signals[name] for name in _FORWARDED]
+        # A signal jobctl inherited as ignored (a background job of a script) stays ignored,
+        # as it would for a local command.
+        wanted = [signal.Signals[name] for name in _FORWARDED]
+        self._signals = [s for s in wanted if signal.getsignal(s) is not signal.SIG_IGN]
         self.caught: int | None = None
         self.task: asyncio.Future[JobView | None] | None = None
 
