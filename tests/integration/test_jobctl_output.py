@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -108,3 +109,21 @@ def test_truncated_output_is_noted(jobd_launcher: object, pki: Path, tmp_path: P
     result = ctl("output", str(job))
     assert (result.code, result.out) == (0, b"0123456789")
     assert "more output than the server keeps" in result.stderr
+
+
+def test_a_lost_connection_says_where_to_resume(
+    jobd_launcher: object, pki: Path, tmp_path: Path
+) -> None:
+    server = jobd_launcher.start()  # type: ignore[attr-defined]
+    ctl = Jobctl(server.target, pki, tmp_path)
+    # The job dies of SIGPIPE once jobd is gone, so nothing outlives the test.
+    job = ctl.start("sh", "-c", "echo first; while echo tick; do sleep 0.05; done")
+    proc = ctl.popen("output", str(job))
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"first\n"
+    os.kill(server.pid, signal.SIGKILL)
+    received = b"first\n" + proc.stdout.read()  # through the reader's buffer, to the end
+    result = finish(proc, ("output", str(job)))
+    assert result.code == 5, result
+    assert result.stderr.startswith(f"Lost the connection to {server.target}")
+    assert result.stderr.endswith(f"Resume with: jobctl output {job} --offset {len(received)}\n")
