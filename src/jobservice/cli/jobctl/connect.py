@@ -92,7 +92,7 @@ def call(
 
     try:
         return asyncio.run(main())
-    except (CliError, KeyboardInterrupt, BrokenPipeError):
+    except (CliError, KeyboardInterrupt):
         raise
     except Exception as exc:  # the boundary: every other failure is translated, none leaks
         raise from_exception(exc, server=settings.server, job=job) from exc
