@@ -12,6 +12,7 @@ import pytest
 from corehelp import collect, gone, joined
 
 from jobservice.core import JobCoordinator, JobNotFound, JobNotRunning, JobState, Stream
+from jobservice.core.process import group_members
 
 
 async def read_lines(coord: JobCoordinator, job: int, count: int) -> list[bytes]:
@@ -141,3 +142,19 @@ async def test_list_is_oldest_first(coord: JobCoordinator) -> None:
     a = await coord.start("alice", "true")
     b = await coord.start("bob", "sleep", ["1000"])
     assert [(j.id, j.owner) for j in coord.list()] == [(a, "alice"), (b, "bob")]
+
+
+@pytest.mark.parametrize("how", ["stop", "exit"])
+async def test_the_whole_group_is_dead_when_the_job_is_over(
+    coord: JobCoordinator, how: str
+) -> None:
+    # SIGKILL lands when its target next runs: with 200 members, dozens are often still dying
+    # when the leader is reaped, and the job must not count as over until they are gone.
+    tail = "echo $$; wait" if how == "stop" else "echo $$"
+    for _ in range(3):
+        job = await coord.start(
+            "a", "sh", ["-c", f"for i in $(seq 200); do sleep 1000 & done; {tail}"]
+        )
+        pgid = int((await read_lines(coord, job, 1))[0])
+        info = await (coord.stop(job) if how == "stop" else coord.wait(job))
+        assert group_members(pgid) == [], info

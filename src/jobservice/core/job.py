@@ -24,7 +24,7 @@ log = logging.getLogger("jobservice.core")
 
 
 class Job:
-    """A job from spawn to finish. Finished means: leader reaped and both pipes drained."""
+    """A job from spawn to finish: leader reaped, its group gone, and both pipes drained."""
 
     def __init__(
         self, job_id: int, owner: str, spec: JobSpec, output: OutputLog, process: ProcessGroup
@@ -42,6 +42,7 @@ class Job:
         self.exited: asyncio.Future[None] = self._loop.create_future()  # leader reaped
         self.finished: asyncio.Future[None] = self._loop.create_future()  # and output drained
         self._pipes = {process.stdout_fd: Stream.STDOUT, process.stderr_fd: Stream.STDERR}
+        self._survivors: set[int] = set()  # pidfds of group members dying after the leader
         self._drain_timer: asyncio.TimerHandle | None = None
         for fd, stream in self._pipes.items():
             self._loop.add_reader(fd, self._on_output, fd, stream)
@@ -84,19 +85,33 @@ class Job:
         self.exit = self.process.reap()
         self.ended_at = time.time()
         self.exited.set_result(None)
-        if self._pipes:
-            self._drain_timer = self._loop.call_later(DRAIN_GRACE, self._abandon_pipes)
+        for pidfd in self.process.survivors():
+            self._survivors.add(pidfd)
+            self._loop.add_reader(pidfd, self._on_survivor_exit, pidfd)
+        if self._pipes or self._survivors:
+            self._drain_timer = self._loop.call_later(DRAIN_GRACE, self._give_up)
         self._maybe_finish()
 
-    def _abandon_pipes(self) -> None:
+    def _on_survivor_exit(self, pidfd: int) -> None:
+        self._loop.remove_reader(pidfd)
+        os.close(pidfd)
+        self._survivors.discard(pidfd)
+        self._maybe_finish()
+
+    def _give_up(self) -> None:
+        """Bound the wait: a process that left the group (setsid) may hold a pipe forever."""
         log.warning(
-            "job %d: output still open %.0fs after the job ended (a process left its group); "
-            "closing it",
+            "job %d: %d pipe(s) still open and %d process(es) still dying %.0fs after the job "
+            "ended; closing its output",
             self.id,
+            len(self._pipes),
+            len(self._survivors),
             DRAIN_GRACE,
         )
         for fd in list(self._pipes):
             self._close_pipe(fd)
+        for pidfd in list(self._survivors):
+            self._on_survivor_exit(pidfd)
 
     def _close_pipe(self, fd: int) -> None:
         self._loop.remove_reader(fd)
@@ -105,8 +120,10 @@ class Job:
         self._maybe_finish()
 
     def _maybe_finish(self) -> None:
-        """The one state change: RUNNING -> EXITED, once reaped and drained."""
-        if self.state is JobState.EXITED or not self.process.reaped or self._pipes:
+        """The one state change: RUNNING -> EXITED, once reaped, its group gone, and drained."""
+        if self.state is JobState.EXITED or not self.process.reaped:
+            return
+        if self._pipes or self._survivors:
             return
         if self._drain_timer is not None:
             self._drain_timer.cancel()

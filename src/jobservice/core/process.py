@@ -25,7 +25,7 @@ from jobservice.core.errors import (
 from jobservice.core.model import ExitStatus
 from jobservice.core.spec import JobSpec
 
-__all__ = ["ProcessGroup", "spawn"]
+__all__ = ["ProcessGroup", "group_members", "spawn"]
 
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 # A larger pipe lets a chatty job run ahead between our reads instead of blocking on a full pipe.
@@ -67,11 +67,46 @@ class ProcessGroup:
         os.close(self.pidfd)
         return result
 
+    def survivors(self) -> list[int]:
+        """Pidfds of processes still in the group after `reap` (SIGKILLed, not yet dead).
+
+        SIGKILL takes effect when its target next runs, so a loaded host can show members of the
+        group alive for a moment after the leader was reaped; a job is over only when they are
+        gone. Signal 0 signals nothing, so this breaks no rule about reaped groups.
+        """
+        try:
+            os.killpg(self.pid, 0)
+        except ProcessLookupError:
+            return []  # the usual case: the group is already empty
+        except PermissionError:
+            pass
+        pidfds = []
+        for pid in group_members(self.pid):
+            with contextlib.suppress(ProcessLookupError):
+                pidfds.append(os.pidfd_open(pid))
+        return pidfds
+
     def close_pipe(self, fd: int) -> None:
         """Close one of the output pipes (after end-of-file, or when giving up on it)."""
         for f in (self._popen.stdout, self._popen.stderr):
             if f is not None and not f.closed and f.fileno() == fd:
                 f.close()
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes in group `pgid`, read from /proc: the rare slow path."""
+    members = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue  # it exited while we looked
+        if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            members.append(int(name))
+    return members
 
 
 def spawn(spec: JobSpec) -> ProcessGroup:
