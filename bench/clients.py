@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import sys
 import time
 from collections.abc import Sequence
@@ -91,11 +92,18 @@ async def follow(target: str, pki: Path, count: int) -> dict[str, Any]:
         print("ready", flush=True)
         line = await asyncio.to_thread(sys.stdin.readline)
         job_id = int(line)
+        cpu = _cpu()
         received = await asyncio.gather(*(_follow(stub, job_id) for stub in stubs))
         done = time.monotonic()  # CLOCK_MONOTONIC: comparable across processes
+        cpu = _cpu() - cpu
     finally:
         _close(channels)
-    return {"bytes": received, "done": done}
+    return {"bytes": received, "done": done, "cpu": cpu}
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 async def latency(target: str, pki: Path, lines: int, gap: float) -> dict[str, Any]:

@@ -102,6 +102,8 @@ PROCS = Procs()
 def child_env(workspace: Workspace | None = None, **extra: str) -> dict[str, str]:
     """Our environment for children: bench importable, unbuffered, no jobctl profile leaking in."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
+    # An installed jobctl has its bytecode cached; let the first run write it, as pip would.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
     env["PYTHONUNBUFFERED"] = "1"
     if workspace is not None:
@@ -188,6 +190,11 @@ class Jobd:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) jobd has used so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_mib(self) -> float:
         """Resident set size now, from /proc."""
@@ -365,9 +372,8 @@ def format_table(sections: Sequence[Section]) -> str:
         lines.append(f"\n== {section.title} ({section.seconds:.0f} s)")
         for row in section.rows:
             value = f"{fmt(row.value, row.unit)} {row.unit}"
-            lines.append(
-                f"  {row.label:<44} {value:>14}  {ratio_text(row):<22} {met_text(row)}".rstrip()
-            )
+            line = f"  {row.label:<44} {value:>14}  {ratio_text(row):<22} {met_text(row)}"
+            lines.append(f"{line.rstrip()}   ({row.note})" if row.note else line.rstrip())
         lines.extend(f"  note: {note}" for note in section.notes)
     return "\n".join(lines)
 
@@ -380,8 +386,7 @@ class Scale:
     rounds: int
     output_bytes: int
     fanout_bytes: int
-    fanout_counts: tuple[int, ...]
-    fanout_rounds: int
+    fanout: tuple[tuple[int, int], ...]  # (followers, rounds): 64 x 256 MiB is 16 GiB a run
     latency_lines: int
     start_jobs: int
     oneshot_runs: int
@@ -390,11 +395,11 @@ class Scale:
 
     @classmethod
     def full(cls) -> Scale:
-        return cls(False, 5, GIB, 256 * MIB, (1, 8, 64), 5, 200, 500, 10, 10_000, GIB)
+        return cls(False, 5, GIB, 256 * MIB, ((1, 5), (8, 5), (64, 2)), 200, 500, 10, 10_000, GIB)
 
     @classmethod
     def smoke(cls) -> Scale:
-        return cls(True, 2, 64 * MIB, 16 * MIB, (1, 8), 2, 50, 100, 3, 300, 64 * MIB)
+        return cls(True, 2, 64 * MIB, 16 * MIB, ((1, 2), (8, 2)), 50, 100, 3, 300, 64 * MIB)
 
 
 @dataclass

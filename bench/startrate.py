@@ -9,7 +9,7 @@ from typing import Any
 
 from bench.harness import Context, Jobd, Row, Section, alternate, start_job
 
-__all__ = ["run"]
+__all__ = ["run", "starts"]
 
 _TARGET = 1000.0  # jobs/s
 _WINDOW = 16  # Start calls in flight at once in the pipelined variant
@@ -23,8 +23,8 @@ def run(ctx: Context) -> Section:
         rates = alternate(
             [
                 ("popen", lambda: _popen_floor(n)),
-                ("sequential", lambda: jobd.run(_starts, n, 1)),
-                ("pipelined", lambda: jobd.run(_starts, n, _WINDOW)),
+                ("sequential", lambda: jobd.run(starts, n, 1)),
+                ("pipelined", lambda: jobd.run(starts, n, _WINDOW)),
             ],
             ctx.scale.rounds,
         )
@@ -53,7 +53,7 @@ def _popen_floor(n: int) -> float:
     return n / (time.perf_counter() - begin)
 
 
-async def _starts(stub: Any, n: int, window: int) -> float:
+async def starts(stub: Any, n: int, window: int) -> float:
     """Jobs started per second: `window` workers each starting its share one after another."""
 
     async def worker(count: int) -> None:
