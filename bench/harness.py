@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -34,6 +35,7 @@ __all__ = [
     "Workspace",
     "alternate",
     "child_env",
+    "children_cpu",
     "first_byte",
     "fmt",
     "format_table",
@@ -239,6 +241,12 @@ def timed_run(
     if proc.returncode != 0:
         raise RuntimeError(f"{args[0]} exited {proc.returncode}: {proc.stderr.decode()[-500:]}")
     return elapsed
+
+
+def children_cpu() -> float:
+    """CPU seconds (user + system) used so far by our children that have been waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def first_byte(args: Sequence[str], *, env: dict[str, str] | None = None) -> float:

@@ -126,6 +126,7 @@ def _rows(
     idle_row = Row("idle, after start-up", "MiB", [idle], False)
     idle_row.target, idle_row.met = f"< {_TARGET_IDLE:.0f} MiB", idle < _TARGET_IDLE
     many_row = Row(f"with {jobs:,} finished jobs", "MiB", [many], False, "idle", idle)
+    many_row.note = f"+{(many - idle) * 1024 / jobs:.1f} KiB per finished job"
     rows = [idle_row, many_row]
     for name, label in (("plain", "no follower"), ("stalled", "a stalled follower")):
         growth = [r["peak"] - r["before"] for r in runs[name]]

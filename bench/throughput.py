@@ -16,6 +16,8 @@ from bench.harness import (
     Section,
     alternate,
     child_env,
+    children_cpu,
+    median,
     start_job,
     timed_run,
     wait_exited,
@@ -53,7 +55,12 @@ def run(ctx: Context) -> Section:
         jobd.stop()
     rates = {name: [size / MB / s for s in runs] for name, runs in seconds.items()}
     section.rows = _rows(rates, ctx)
-    section.plot = {"rates": rates}
+    section.plot["rates"] = rates
+    cpu, per_gb = section.plot["cpu"], size / 1e9
+    section.rows[0].note += (
+        f"; CPU-s per GB: jobctl {median(cpu['jobctl']) / per_gb:.2f}, "
+        f"jobd {median(cpu['jobd']) / per_gb:.2f}; wall {1000 / section.rows[0].value:.2f} s per GB"
+    )
     return section
 
 
@@ -64,8 +71,19 @@ def _variants(
     pipe = ["sh", "-c", f"head -c {size} /dev/zero | cat > /dev/null"]
     tls = [PY, "-m", "bench.tlspeer", "fetch", str(ctx.ws.pki), str(port), str(size)]
     jobctl = [*ctx.ws.jobctl(jobd), "output", str(job_id)]
+    cpu: dict[str, list[float]] = {"jobctl": [], "jobd": []}
+    section.plot["cpu"] = cpu
+
+    def jobctl_run() -> float:
+        """One `jobctl output`, noting the CPU seconds it and jobd spent on it."""
+        mine, server = children_cpu(), jobd.cpu_seconds()
+        seconds = timed_run(jobctl)
+        cpu["jobctl"].append(children_cpu() - mine)
+        cpu["jobd"].append(jobd.cpu_seconds() - server)
+        return seconds
+
     variants: list[tuple[str, Callable[[], float]]] = [
-        ("jobctl", lambda: timed_run(jobctl)),
+        ("jobctl", jobctl_run),
         ("pipe", lambda: timed_run(pipe)),
         ("tls", lambda: timed_run(tls, env=child_env(ctx.ws))),
     ]
