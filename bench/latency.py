@@ -41,6 +41,10 @@ def run(ctx: Context) -> Section:
         jobd.stop()
     pooled = {name: [d for run in runs for d in run] for name, runs in delays.items()}
     section.rows = _rows(pooled, lines * ctx.scale.rounds)
+    section.notes.append(
+        f"{ctx.scale.rounds} alternated rounds of {lines} lines per path, pooled; the delay is "
+        "time.time_ns() at arrival minus the timestamp the job wrote (one host, one clock)."
+    )
     section.plot = {"delays_ms": pooled}
     return section
 

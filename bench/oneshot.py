@@ -42,6 +42,7 @@ def run(ctx: Context) -> Section:
         jobd.stop()
     ms = {name: [s * 1000 for s in runs] for name, runs in seconds.items()}
     section.rows = _rows(ms)
+    section.notes.append(f"{ctx.scale.oneshot_runs} alternated runs of each command.")
     section.plot = {"ms": ms}
     return section
 

@@ -148,7 +148,9 @@ def _method(scale: Scale) -> list[str]:
         f"{scale.rounds} rounds unless a section says",
         "otherwise, and the figure is the median; the table's range is the min-max over the",
         "rounds. These machines are shared and noisy, so the ratio measured in the same run is",
-        "the figure that counts. MB/s is 10^6 bytes per second; sizes are MiB/GiB.",
+        "the figure that counts. A ratio is our figure over the reference named beside it: for",
+        "throughput higher is better, for times and memory lower is better. MB/s is 10^6 bytes",
+        "per second; sizes are MiB/GiB.",
         "Command-line figures are wall time around the whole process (start-up, TLS or SSH",
         "handshake, transfer, exit), as a user sees them.",
     ]
