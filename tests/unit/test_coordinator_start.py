@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import stat
 import subprocess
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -223,3 +225,23 @@ def test_core_imports_nothing_above_it() -> None:
     )
     out = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+async def test_finished_jobs_keep_a_small_record(coord: JobCoordinator) -> None:
+    # A finished job keeps its record and log, not its process handle, futures or environment
+    # (which may be a megabyte): thousands of finished jobs must stay cheap.
+    big_env = ["BLOB=" + "x" * 100_000]
+    await coord.wait(await coord.start("a", "true", env=big_env))  # warm caches and imports
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(300):
+            await coord.wait(await coord.start("a", "true", env=big_env))
+        await asyncio.sleep(0)  # let the last job's retirement callback run
+        gc.collect()
+        per_job = (tracemalloc.get_traced_memory()[0] - before) / 300
+    finally:
+        tracemalloc.stop()
+    assert per_job < 1500, f"{per_job:.0f} bytes retained per finished job"
+    assert coord.status(0).args == ()

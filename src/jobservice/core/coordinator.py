@@ -17,8 +17,9 @@ from jobservice.core.errors import (
     JobNotFound,
     JobNotRunning,
     LimitExceeded,
+    SpawnFailed,
 )
-from jobservice.core.job import Job
+from jobservice.core.job import FinishedJob, Job
 from jobservice.core.model import JobInfo, Limits, Stream
 from jobservice.core.output_log import OutputLog
 from jobservice.core.process import spawn
@@ -45,7 +46,7 @@ class JobCoordinator:
         self.stop_grace = stop_grace
         self._logs = Path(data_dir) / "logs"
         self._logs.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._jobs: dict[int, Job] = {}
+        self._jobs: dict[int, Job | FinishedJob] = {}
         self._running: Counter[str] = Counter()
         self._next_id = _next_free_id(self._logs)
         self._closed = False
@@ -70,7 +71,10 @@ class JobCoordinator:
         self._check_capacity(owner)
         job_id = self._next_id
         path = self._logs / f"{job_id}.log"
-        output = OutputLog(path, self.limits.max_output_bytes)
+        try:
+            output = OutputLog(path, self.limits.max_output_bytes)
+        except OSError as e:  # a full disk, no file descriptor left: the host's trouble
+            raise SpawnFailed(f"cannot create the job's output log: {e.strerror or e}") from None
         try:
             process = spawn(spec)
         except BaseException:
@@ -81,14 +85,14 @@ class JobCoordinator:
         job = Job(job_id, owner, spec, output, process)
         self._jobs[job_id] = job
         self._running[owner] += 1
-        job.finished.add_done_callback(lambda _: self._running.subtract((owner,)))
+        job.finished.add_done_callback(lambda _: self._retire(job))
         log.info("job %d started by %s: pid %d: %s", job_id, owner, process.pid, spec.command)
         return job_id
 
     async def stop(self, job_id: int) -> JobInfo:
         """SIGTERM the job's process group, SIGKILL it after the grace period; return when done."""
         job = self._get(job_id)
-        if job.process.reaped:
+        if not isinstance(job, Job) or job.process.reaped:
             raise JobNotRunning(job_id)
         job.process.signal(signal.SIGTERM)
         try:
@@ -124,19 +128,25 @@ class JobCoordinator:
     async def wait(self, job_id: int) -> JobInfo:
         """Wait until the job has exited and its output is drained; return its final status."""
         job = self._get(job_id)
-        await asyncio.shield(job.finished)
+        if isinstance(job, Job):
+            await asyncio.shield(job.finished)
         return job.info()
 
     async def close(self) -> None:
         """Take no new jobs and stop every running one with the normal stop procedure."""
         self._closed = True
-        running = [job.id for job in self._jobs.values() if not job.process.reaped]
+        running = [i for i, job in self._jobs.items() if isinstance(job, Job)]
         results = await asyncio.gather(*(self.stop(i) for i in running), return_exceptions=True)
         for job_id, result in zip(running, results, strict=True):
             if isinstance(result, BaseException) and not isinstance(result, JobNotRunning):
                 log.error("stopping job %d at shutdown failed: %r", job_id, result)
 
-    def _get(self, job_id: int) -> Job:
+    def _retire(self, job: Job) -> None:
+        """Free a finished job's slot and keep only its final record and log."""
+        self._running.subtract((job.owner,))
+        self._jobs[job.id] = FinishedJob(job.info(), job.output)
+
+    def _get(self, job_id: int) -> Job | FinishedJob:
         job = self._jobs.get(job_id)
         if job is None:
             raise JobNotFound(job_id)

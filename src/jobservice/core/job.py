@@ -6,13 +6,14 @@ import asyncio
 import logging
 import os
 import time
+from dataclasses import dataclass
 
 from jobservice.core.model import ExitStatus, JobInfo, JobState, Stream
 from jobservice.core.output_log import MAX_RECORD, OutputLog
 from jobservice.core.process import ProcessGroup
 from jobservice.core.spec import JobSpec
 
-__all__ = ["DRAIN_GRACE", "Job"]
+__all__ = ["DRAIN_GRACE", "FinishedJob", "Job"]
 
 # After the job's process group is gone, how long a pipe may stay open (held by a process that
 # escaped the group with setsid) before we stop reading it and end the job's output.
@@ -23,6 +24,25 @@ _READS_PER_WAKEUP = 4
 log = logging.getLogger("jobservice.core")
 
 
+@dataclass(frozen=True, slots=True)
+class FinishedJob:
+    """What a job leaves behind once over: its final record and its (closed) output log.
+
+    The coordinator swaps a `Job` for this when it finishes, dropping the process handle,
+    futures and pipes, so ten thousand finished jobs cost little memory.
+    """
+
+    record: JobInfo
+    output: OutputLog
+
+    @property
+    def owner(self) -> str:
+        return self.record.owner
+
+    def info(self) -> JobInfo:
+        return self.record
+
+
 class Job:
     """A job from spawn to finish: leader reaped, its group gone, and both pipes drained."""
 
@@ -31,7 +51,8 @@ class Job:
     ) -> None:
         self.id = job_id
         self.owner = owner
-        self.spec = spec
+        # Not the whole spec: the environment (up to a megabyte) is not needed after the spawn.
+        self.command, self.args, self.dir = spec.command, spec.args, spec.dir
         self.output = output
         self.process = process
         self.state = JobState.RUNNING
@@ -53,9 +74,9 @@ class Job:
         return JobInfo(
             id=self.id,
             owner=self.owner,
-            command=self.spec.command,
-            args=self.spec.args,
-            dir=self.spec.dir,
+            command=self.command,
+            args=self.args,
+            dir=self.dir,
             state=self.state,
             started_at=self.started_at,
             ended_at=self.ended_at if finished else None,
