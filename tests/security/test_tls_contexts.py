@@ -59,24 +59,38 @@ def test_client_checks_the_host_name(tls_pki: TlsPki) -> None:
     assert _build(client_context, tls_pki).check_hostname is True
 
 
-def _expect(message: str, **paths: Path) -> None:
-    """server_context(**paths) raises a CredentialError whose text includes ``message``."""
+def _expect(builder: Builder, message: str, **paths: Path) -> None:
+    """builder(**paths) raises a CredentialError whose text includes ``message``.
+
+    Every refusal is checked on both sides: the server diagnoses its files before loading them,
+    the client only after OpenSSL refused them (docs/cli.md, "Cold start"), and both must name
+    the same fault.
+    """
     with pytest.raises(CredentialError) as info:
-        server_context(**paths)
+        builder(**paths)
     assert message in str(info.value)
     assert isinstance(info.value, TLSPolicyError)
     assert isinstance(info.value, SecurityError)
 
 
-def test_missing_files_are_named(tls_pki: TlsPki, tmp_path: Path) -> None:
+@pytest.mark.parametrize("builder", BUILDERS)
+def test_missing_files_are_named(builder: Builder, tls_pki: TlsPki, tmp_path: Path) -> None:
     missing = tmp_path / "nope.pem"
     good = {"ca": tls_pki.ca, "cert": tls_pki.server.cert, "key": tls_pki.server.key}
     for role in good:
-        _expect(f"file {missing}: No such file", **{**good, role: missing})
-
-
-def test_key_not_matching_the_certificate(tls_pki: TlsPki) -> None:
+        _expect(builder, f"file {missing}: No such file", **{**good, role: missing})
+    # Both missing: the certificate is named, as it is looked at first.
     _expect(
+        builder,
+        f"certificate file {missing}: No such file",
+        **{**good, "cert": missing, "key": missing},
+    )
+
+
+@pytest.mark.parametrize("builder", BUILDERS)
+def test_key_not_matching_the_certificate(builder: Builder, tls_pki: TlsPki) -> None:
+    _expect(
+        builder,
         f"key file {tls_pki.alice.key} does not match certificate file {tls_pki.server.cert}",
         ca=tls_pki.ca,
         cert=tls_pki.server.cert,
@@ -84,27 +98,52 @@ def test_key_not_matching_the_certificate(tls_pki: TlsPki) -> None:
     )
 
 
-def test_garbage_files(tls_pki: TlsPki, tmp_path: Path) -> None:
+@pytest.mark.parametrize("builder", BUILDERS)
+def test_garbage_files(builder: Builder, tls_pki: TlsPki, tmp_path: Path) -> None:
     junk = tmp_path / "junk.pem"
     junk.write_text("not a certificate\n")
     server = tls_pki.server
     _expect(
-        f"CA certificate file {junk} holds no usable", ca=junk, cert=server.cert, key=server.key
+        builder,
+        f"CA certificate file {junk} holds no usable",
+        ca=junk,
+        cert=server.cert,
+        key=server.key,
     )
-    _expect(f"certificate file {junk} holds no valid", ca=tls_pki.ca, cert=junk, key=server.key)
-    _expect(f"key file {junk} holds no valid", ca=tls_pki.ca, cert=server.cert, key=junk)
+    _expect(
+        builder, f"certificate file {junk} holds no valid", ca=tls_pki.ca, cert=junk, key=server.key
+    )
+    _expect(builder, f"key file {junk} holds no valid", ca=tls_pki.ca, cert=server.cert, key=junk)
 
 
-def test_ca_file_without_a_ca_certificate(tls_pki: TlsPki) -> None:
+@pytest.mark.parametrize("builder", BUILDERS)
+def test_ca_file_without_a_ca_certificate(builder: Builder, tls_pki: TlsPki) -> None:
     server = tls_pki.server
-    _expect("holds no CA certificate", ca=tls_pki.alice.cert, cert=server.cert, key=server.key)
+    _expect(
+        builder,
+        "holds no CA certificate",
+        ca=tls_pki.alice.cert,
+        cert=server.cert,
+        key=server.key,
+    )
 
 
-def test_own_key_must_be_p384(tls_pki: TlsPki) -> None:
-    _expect("not an ECDSA P-384 key", ca=tls_pki.ca, cert=tls_pki.p256.cert, key=tls_pki.p256.key)
+@pytest.mark.parametrize("builder", BUILDERS)
+def test_own_key_must_be_p384(builder: Builder, tls_pki: TlsPki) -> None:
+    """A matching P-256 pair loads into OpenSSL; the policy refuses it before any handshake."""
+    _expect(
+        builder,
+        "not an ECDSA P-384 key",
+        ca=tls_pki.ca,
+        cert=tls_pki.p256.cert,
+        key=tls_pki.p256.key,
+    )
 
 
-def test_encrypted_key_is_refused_without_prompting(tls_pki: TlsPki, tmp_path: Path) -> None:
+@pytest.mark.parametrize("builder", BUILDERS)
+def test_encrypted_key_is_refused_without_prompting(
+    builder: Builder, tls_pki: TlsPki, tmp_path: Path
+) -> None:
     key = serialization.load_pem_private_key(tls_pki.server.key.read_bytes(), password=None)
     encrypted = tmp_path / "encrypted.key"
     encrypted.write_bytes(
@@ -114,7 +153,7 @@ def test_encrypted_key_is_refused_without_prompting(tls_pki: TlsPki, tmp_path: P
             serialization.BestAvailableEncryption(b"secret"),
         )
     )
-    _expect("is encrypted", ca=tls_pki.ca, cert=tls_pki.server.cert, key=encrypted)
+    _expect(builder, "is encrypted", ca=tls_pki.ca, cert=tls_pki.server.cert, key=encrypted)
 
 
 def _memory_handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> ssl.SSLObject:

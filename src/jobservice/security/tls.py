@@ -24,15 +24,15 @@ import _ssl
 import ctypes
 import functools
 import ssl
+from collections.abc import Callable
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from typing import TYPE_CHECKING, NoReturn
 
 from jobservice.security.errors import CredentialError, TLSPolicyError
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 __all__ = [
     "ALPN_PROTOCOLS",
@@ -58,7 +58,7 @@ _SSL_CTRL_SET_SIGALGS_LIST = 98
 
 def server_context(*, ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
     """A server context that requires a client certificate issued by ``ca``."""
-    ctx = _base_context(ssl.PROTOCOL_TLS_SERVER, ca=ca, cert=cert, key=key)
+    ctx = _base_context(ssl.PROTOCOL_TLS_SERVER, ca=ca, cert=cert, key=key, precheck=True)
     ctx.check_hostname = False  # clients have no host name; identity is their certificate's CN
     ctx.options |= ssl.OP_NO_TICKET
     ctx.num_tickets = 0  # in TLS 1.3 OP_NO_TICKET alone still sends stateful tickets
@@ -67,7 +67,7 @@ def server_context(*, ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
 
 def client_context(*, ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
     """A client context that presents ``cert`` and checks the server's name and CA."""
-    ctx = _base_context(ssl.PROTOCOL_TLS_CLIENT, ca=ca, cert=cert, key=key)
+    ctx = _base_context(ssl.PROTOCOL_TLS_CLIENT, ca=ca, cert=cert, key=key, precheck=False)
     ctx.check_hostname = True
     return ctx
 
@@ -89,7 +89,9 @@ def set_alpn_h2(ctx: ssl.SSLContext) -> None:
     ctx.set_alpn_protocols(list(ALPN_PROTOCOLS))
 
 
-def _base_context(protocol: ssl._SSLMethod, *, ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
+def _base_context(
+    protocol: ssl._SSLMethod, *, ca: Path, cert: Path, key: Path, precheck: bool
+) -> ssl.SSLContext:
     """The policy both sides share; the caller adds what is specific to its side."""
     ctx = ssl.SSLContext(protocol)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
@@ -101,7 +103,7 @@ def _base_context(protocol: ssl._SSLMethod, *, ca: Path, cert: Path, key: Path) 
     _restrict_cipher_suites(ctx)
     _restrict_handshake_crypto(ctx)
     _load_trust(ctx, ca)
-    _load_own_credentials(ctx, cert, key)
+    _load_own_credentials(ctx, cert, key, precheck=precheck)
     set_alpn_h2(ctx)
     return ctx
 
@@ -179,25 +181,99 @@ def _load_trust(ctx: ssl.SSLContext, ca: Path) -> None:
         raise CredentialError(f"CA certificate file {ca} holds no CA certificate (CA:TRUE)")
 
 
-def _load_own_credentials(ctx: ssl.SSLContext, cert: Path, key: Path) -> None:
-    """Load this side's certificate and key, with errors that name the file at fault."""
+def _load_own_credentials(ctx: ssl.SSLContext, cert: Path, key: Path, *, precheck: bool) -> None:
+    """Load this side's certificate and key, with errors that name the file at fault.
+
+    The server (``precheck``) diagnoses its files with ``cryptography`` before OpenSSL sees them.
+    The client skips that on the way to a good context, because importing ``cryptography``
+    costs more than the rest of a ``jobctl`` call's TLS work (docs/cli.md, "Cold start"): it
+    relies on OpenSSL, which refuses a key that does not match the certificate, on a password
+    callback that refuses any encrypted key, and on the loaded key's curve read back through
+    OpenSSL. Only when one of those fails does it run the same diagnosis, so both sides refuse
+    the same files with the same messages.
+    """
+    if precheck:
+        _diagnose(cert, key)
+    try:
+        ctx.load_cert_chain(certfile=str(cert), keyfile=str(key), password=_no_password(key))
+    except (OSError, ssl.SSLError) as exc:
+        _diagnose(cert, key)  # raises a precise CredentialError if it finds the fault
+        raise CredentialError(f"cannot load certificate {cert} with key {key}: {exc}") from exc
+    verdict = _loaded_key_is_p384(ctx)
+    if verdict is not True:
+        _diagnose(cert, key)  # decides alone when OpenSSL cannot tell (None)
+        if verdict is False:
+            _not_p384(key)
+
+
+def _no_password(key: Path) -> Callable[[], NoReturn]:
+    """A password callback for OpenSSL that refuses: no prompt on a terminal, no encrypted key.
+
+    OpenSSL calls it only for an encrypted key; ``load_cert_chain`` then raises its error.
+    """
+
+    def refuse() -> NoReturn:
+        raise CredentialError(f"key file {key} is encrypted; an unencrypted one is needed")
+
+    return refuse
+
+
+def _not_p384(key: Path) -> NoReturn:
+    raise CredentialError(f"key file {key} is not an ECDSA P-384 key, as the policy requires")
+
+
+def _loaded_key_is_p384(ctx: ssl.SSLContext) -> bool | None:
+    """Whether the private key OpenSSL loaded into ``ctx`` is an EC key on P-384.
+
+    Read through the same OpenSSL that will use it, with the OpenSSL 3 API; None when that
+    OpenSSL is older and lacks these functions.
+    """
+    lib = _libssl()
+    try:
+        get_key, is_a, group_name = (
+            lib.SSL_CTX_get0_privatekey,
+            lib.EVP_PKEY_is_a,
+            lib.EVP_PKEY_get_group_name,
+        )
+    except AttributeError:
+        return None
+    get_key.argtypes = [ctypes.c_void_p]
+    get_key.restype = ctypes.c_void_p
+    is_a.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    is_a.restype = ctypes.c_int
+    group_name.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p]
+    group_name.restype = ctypes.c_int
+    pkey = get_key(_ssl_ctx_pointer(ctx))
+    if not pkey or is_a(pkey, b"EC") != 1:
+        return False
+    name = ctypes.create_string_buffer(64)
+    if group_name(pkey, name, ctypes.sizeof(name), None) != 1:
+        return False
+    return name.value == ECDH_GROUP.encode()
+
+
+def _diagnose(cert: Path, key: Path) -> None:
+    """Raise a CredentialError naming what is wrong with ``cert`` and ``key``, if anything.
+
+    Checked in this order: the certificate is readable PEM, the key is readable, unencrypted PEM,
+    the key is ECDSA P-384, the key belongs to the certificate.
+    """
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415 (see above)
+
     certificate = _parse_certificate(cert)
     private_key = _parse_private_key(key)
     if not isinstance(private_key, ec.EllipticCurvePrivateKey) or not isinstance(
         private_key.curve, ec.SECP384R1
     ):
-        raise CredentialError(f"key file {key} is not an ECDSA P-384 key, as the policy requires")
+        _not_p384(key)
     if certificate.public_key() != private_key.public_key():
         raise CredentialError(f"key file {key} does not match certificate file {cert}")
-    try:
-        # A password is passed so OpenSSL never prompts on a terminal; the key was checked above.
-        ctx.load_cert_chain(certfile=str(cert), keyfile=str(key), password=b"")
-    except (OSError, ssl.SSLError) as exc:
-        raise CredentialError(f"cannot load certificate {cert} with key {key}: {exc}") from exc
 
 
 def _parse_certificate(path: Path) -> x509.Certificate:
     """The first PEM certificate in ``path``."""
+    from cryptography import x509  # noqa: PLC0415 (only to diagnose, see _load_own_credentials)
+
     try:
         return x509.load_pem_x509_certificate(_read(path, "certificate"))
     except ValueError as exc:
@@ -206,6 +282,9 @@ def _parse_certificate(path: Path) -> x509.Certificate:
 
 def _parse_private_key(path: Path) -> PrivateKeyTypes:
     """The unencrypted PEM private key in ``path``."""
+    from cryptography.exceptions import UnsupportedAlgorithm  # noqa: PLC0415 (as above)
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
     try:
         return serialization.load_pem_private_key(_read(path, "private key"), password=None)
     except TypeError as exc:  # cryptography's signal for an encrypted key and no password
