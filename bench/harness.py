@@ -313,8 +313,15 @@ class Row:
             return None
         return self.value / self.ref_value
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Row:
+        fields = ("label", "unit", "samples", "reference", "ref_value", "target", "met", "note")
+        higher = data.get("higher", True)
+        return cls(**{name: data[name] for name in fields}, higher_is_better=higher)
+
     def to_json(self) -> dict[str, Any]:
         return {
+            "higher": self.higher_is_better,
             "label": self.label,
             "unit": self.unit,
             "value": self.value,
@@ -339,6 +346,12 @@ class Section:
     notes: list[str] = field(default_factory=list)
     plot: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Section:
+        rows = [Row.from_json(row) for row in data["rows"]]
+        fields = (data["commands"], data["notes"], data["plot"], data.get("seconds", 0.0))
+        return cls(data["key"], data["title"], rows, *fields)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -11,24 +11,25 @@ import ssl
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.harness import OUT, REPO, Row, Scale, Section, fmt, met_text, ratio_text
 
-__all__ = ["machine", "write"]
+__all__ = ["Run", "machine", "write"]
 
 DOCS = REPO / "docs"
 ANALYSIS = Path(__file__).with_name("analysis.md")  # hand-written: profiles and fixes
 
 
-def write(sections: Sequence[Section], scale: Scale, seconds: float, *, final: bool) -> list[Path]:
+def write(sections: Sequence[Section], run: Run, *, final: bool) -> list[Path]:
     """The report and its plots: into docs/ for a full run, else into bench/out/."""
     where = DOCS if final else OUT
     where.mkdir(parents=True, exist_ok=True)
     plots = _plots(sections, where)
     doc = where / "benchmarks.md"
-    doc.write_text(_markdown(sections, scale, seconds, [p.name for p in plots]))
+    doc.write_text(_markdown(sections, run, [p.name for p in plots]))
     return [doc, *plots]
 
 
@@ -88,8 +89,22 @@ def _versions(*names: str) -> str:
     return " / ".join(found)
 
 
-def _markdown(sections: Sequence[Section], scale: Scale, seconds: float, plots: list[str]) -> str:
-    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@dataclass(frozen=True)
+class Run:
+    """What a report describes besides its sections: the scale, when, how long, and where."""
+
+    scale: Scale
+    seconds: float
+    when: str = field(default_factory=_now)
+    machine: list[tuple[str, str]] = field(default_factory=machine)
+
+
+def _markdown(sections: Sequence[Section], run: Run, plots: list[str]) -> str:
+    scale, seconds, when = run.scale, run.seconds, run.when
     kind = "quick smoke run (not the reference figures)" if scale.quick else "full run"
     out = [
         "# Benchmarks",
@@ -107,7 +122,7 @@ def _markdown(sections: Sequence[Section], scale: Scale, seconds: float, plots: 
         "",
         "| | |",
         "|---|---|",
-        *[f"| {key} | {value} |" for key, value in machine()],
+        *[f"| {key} | {value} |" for key, value in run.machine],
         "",
         "## How to run, and how to read the figures",
         "",

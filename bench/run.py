@@ -34,7 +34,28 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only", action="append", choices=MEASUREMENTS, help="run only this (repeatable)"
     )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="measure nothing: rewrite the report from bench/out/results.json (after editing "
+        "bench/analysis.md or report.py)",
+    )
     return parser.parse_args(argv)
+
+
+def _report_again() -> int:
+    """The report and plots once more, from the last run's saved results."""
+    results = json.loads((OUT / "results.json").read_text())
+    scale = results["scale"]
+    scale["fanout"] = tuple(tuple(pair) for pair in scale["fanout"])
+    sections = [Section.from_json(section) for section in results["sections"]]
+    full = not scale["quick"] and {s.key for s in sections} == set(MEASUREMENTS)
+    run = report.Run(Scale(**scale), results["seconds"])
+    if "when" in results:  # as measured, not as rewritten
+        run = report.Run(run.scale, run.seconds, results["when"], results["machine"])
+    written = report.write(sections, run, final=full)
+    print(f"wrote {', '.join(str(p) for p in written)}")
+    return 0
 
 
 def _measure(ctx: Context, names: list[str]) -> list[Section]:
@@ -55,6 +76,8 @@ def _measure(ctx: Context, names: list[str]) -> list[Section]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    if args.report_only:
+        return _report_again()
     names = args.only or list(MEASUREMENTS)
     scale = Scale.smoke() if args.quick else Scale.full()
     started = time.monotonic()
@@ -68,10 +91,17 @@ def main(argv: list[str] | None = None) -> int:
     total = time.monotonic() - started
     print(f"\n==== all figures ({total:.0f} s)\n{format_table(sections)}")
     OUT.mkdir(parents=True, exist_ok=True)
-    results = {"scale": vars(scale), "seconds": total, "sections": [s.to_json() for s in sections]}
+    run = report.Run(scale, total)
+    results = {
+        "scale": vars(scale),
+        "seconds": total,
+        "when": run.when,
+        "machine": run.machine,
+        "sections": [s.to_json() for s in sections],
+    }
     (OUT / "results.json").write_text(json.dumps(results, indent=1))
     full = not args.quick and not args.only
-    written = report.write(sections, scale, total, final=full)
+    written = report.write(sections, run, final=full)
     print(f"\nwrote {', '.join(str(p) for p in written)}")
     return 0
 
