@@ -70,3 +70,22 @@ def test_help_and_usage_do_not_load_the_network_stack() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stderr.strip() == "[]"
+
+
+def _modules_after(code: str, prefixes: tuple[str, ...]) -> list[str]:
+    """Run `code` in a fresh interpreter; the loaded modules that start with one of `prefixes`."""
+    probe = (
+        f"{code}\nimport sys\nprint(sorted(m for m in sys.modules if m.startswith({prefixes!r})))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return done.stdout.strip().splitlines()[-1:]
+
+
+def test_a_verb_loads_only_its_own_module() -> None:
+    """`jobctl --help` lists every verb without importing any; a verb imports only its own."""
+    names = ("list", "output", "run", "start", "status", "stop")
+    verbs = tuple(f"jobservice.cli.jobctl.{name}" for name in names)
+    main = "from jobservice.cli.jobctl import main\nmain([{}])"
+    assert _modules_after(main.format("'--help'"), verbs) == ["[]"]
+    loaded = _modules_after(main.format("'status', '--help'"), verbs)
+    assert loaded == ["['jobservice.cli.jobctl.status']"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,3 +76,23 @@ def test_who_sees_what(ctl: Jobctl) -> None:
     assert results[1].stderr == f"Job '{charlies}' not found.\n"
     assert results[2].stderr.startswith("Permission denied: ")
     assert results[3].stderr == "Job '123456789' not found.\n"
+
+
+def test_status_needs_no_cryptography(ctl: Jobctl) -> None:
+    """A good client certificate is checked by OpenSSL alone: no 20 ms cryptography import."""
+    job = _ended(ctl, "true")
+    code = (
+        "import sys\n"
+        "from jobservice.cli.jobctl import main\n"
+        f"code = main(['status', '{job}'])\n"
+        "print(code, sorted(m for m in sys.modules if m.startswith('cryptography')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=ctl.env(),
+        timeout=60,
+    )
+    assert done.stdout == f"Job '{job}': Exited: 0\n0 []\n", done.stderr

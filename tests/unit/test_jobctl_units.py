@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from jobservice.api.client import ConnectError, ConnectFailure
 from jobservice.api.v1 import jobservice_pb2 as pb
+from jobservice.cli.jobctl import VERBS, cli
 from jobservice.cli.jobctl.config import config_path, parse_server, resolve
 from jobservice.cli.jobctl.exitcodes import CliError, ExitCode, from_exception
 from jobservice.cli.jobctl.render import JobView, job_json, list_table, status_line
@@ -252,3 +254,17 @@ def test_missing_credentials_say_how_to_give_them(tmp_path: Path) -> None:
         resolve({}, env, None)
     with pytest.raises(CliError, match=r"Cannot read client certificate file .*/missing\.pem"):
         resolve({"cert": str(tmp_path / "missing.pem")}, env, None)
+
+
+@pytest.mark.parametrize("width", [30, 50, 80, 200])
+def test_help_lists_each_verb_as_its_own_docstring_does(width: int) -> None:
+    """`jobctl --help` lists verbs from summaries, without importing them; they must not drift."""
+    loaded = [importlib.import_module(f"jobservice.cli.jobctl.{name}").command for name in VERBS]
+    eager = click.Group("jobctl", commands=loaded)
+    listings = []
+    for group in (cli, eager):
+        formatter = click.HelpFormatter(width=width)
+        group.format_commands(click.Context(group), formatter)
+        listings.append(formatter.getvalue())
+    assert listings[0] == listings[1]
+    assert all(name in listings[0] for name in ("list", "output", "run", "start", "status", "stop"))

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
 import click
 
 from jobservice import __version__
-from jobservice.cli.jobctl import list as list_cmd
-from jobservice.cli.jobctl import output, run, start, status, stop
 from jobservice.cli.jobctl.config import DEFAULT_SERVER, Globals
 from jobservice.cli.jobctl.exitcodes import CliError, ExitCode
 
-__all__ = ["cli", "main"]
+__all__ = ["VERBS", "LazyGroup", "cli", "main"]
 
 _EPILOG = f"""
 \b
@@ -49,10 +48,61 @@ Shell completion (bash; zsh and fish likewise):
 """
 
 
+# Each verb, a module of this package imported only when the verb is used, and the summary
+# `--help` lists: the first sentence of the verb's docstring (a unit test keeps them in step).
+VERBS = {
+    "list": "List the jobs you may see: id, owner, state, exit, started, command.",
+    "output": "Print a job's output; follow it live until the job ends.",
+    "run": "Start a job, stream its output, and exit with the job's exit status.",
+    "start": "Start a job and print its id.",
+    "status": "Show a job's status.",
+    "stop": "Stop a running job and wait until it has exited.",
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a verb's module only when that verb is looked up.
+
+    Click's documented pattern for a fast start: `jobctl status` imports status.py and what it
+    needs, not the other verbs. `jobctl --help` lists the verbs from `VERBS`, importing none.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *VERBS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in VERBS and cmd_name not in self.commands:
+            module = importlib.import_module(f"{__name__}.{cmd_name}")
+            self.add_command(module.command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.NoSuchCommand as exc:
+            # Click suggests close names from the verbs loaded so far; offer every verb.
+            raise click.NoSuchCommand(
+                exc.command_name, possibilities=self.list_commands(ctx), ctx=ctx
+            ) from None
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Click's own layout, applied to stand-ins that carry only the summaries.
+        summaries = click.Group(
+            commands=[click.Command(name, help=summary) for name, summary in VERBS.items()]
+        )
+        click.Group.format_commands(summaries, ctx, formatter)
+
+
 _PATH = click.Path(dir_okay=False)
 
 
-@click.group(epilog=_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=LazyGroup,
+    epilog=_EPILOG,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.option("-s", "--server", metavar="HOST:PORT", help=f"jobd address [{DEFAULT_SERVER}].")
 @click.option("-u", "--user", metavar="NAME", help="Expected user; must be the cert's CN.")
 @click.option("-c", "--cert", type=_PATH, help="Client certificate (PEM).")
@@ -73,10 +123,6 @@ def cli(
 ) -> None:
     """Start, stop and follow jobs on a jobd server, over mutual TLS."""
     ctx.obj = Globals(server, user, cert, key, ca, profile)
-
-
-for _verb in (start, stop, status, output, list_cmd, run):
-    cli.add_command(_verb.command)
 
 
 def _quiet_stdout() -> None:

@@ -1,12 +1,11 @@
 """`jobctl list`: every job the caller may see, oldest first."""
 
-# Heavy modules (grpclib, protobuf, cryptography) are imported inside functions, so that
-# `jobctl --help` and usage errors stay instant: see docs/cli.md "Cold start".
+# Modules that not every run needs (grpclib, protobuf, cryptography, json) are imported inside
+# functions, so that help, usage errors and plain output stay fast: docs/cli.md "Cold start".
 # ruff: noqa: PLC0415
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 import click
@@ -38,6 +37,8 @@ def command(ctx: click.Context, *, as_json: bool) -> int:
     """
     jobs = call(settings_of(ctx), list_jobs)
     if as_json:
+        import json
+
         click.echo(json.dumps([job_json(job) for job in jobs]))
     else:
         click.echo(list_table(jobs))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 import signal
 import time
 from dataclasses import dataclass
@@ -137,6 +136,8 @@ def _started(ts: float | None) -> str:
 
 def list_table(jobs: list[JobView]) -> str:
     """Aligned columns ID OWNER STATE EXIT STARTED COMMAND, one job a line, header first."""
+    import shlex  # noqa: PLC0415 (only `list` needs it: docs/cli.md "Cold start")
+
     header = ("ID", "OWNER", "STATE", "EXIT", "STARTED", "COMMAND")
     rows = [
         (

@@ -1,12 +1,11 @@
 """`jobctl start`: start a job and print its id (`--cmd/--args` or the short `-- CMD ARG...`)."""
 
-# Heavy modules (grpclib, protobuf, cryptography) are imported inside functions, so that
-# `jobctl --help` and usage errors stay instant: see docs/cli.md "Cold start".
+# Modules that not every run needs (grpclib, protobuf, cryptography, json) are imported inside
+# functions, so that help, usage errors and plain output stay fast: docs/cli.md "Cold start".
 # ruff: noqa: PLC0415
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -108,6 +107,8 @@ def command(
 
     job = call(settings, body)
     if as_json:
+        import json
+
         click.echo(json.dumps(job_json(job)))
     else:
         click.echo(job.id)

@@ -1,12 +1,11 @@
 """`jobctl status`: one job's state, as `Job '42': Exited: 0` or `Job '77': Running`."""
 
-# Heavy modules (grpclib, protobuf, cryptography) are imported inside functions, so that
-# `jobctl --help` and usage errors stay instant: see docs/cli.md "Cold start".
+# Modules that not every run needs (grpclib, protobuf, cryptography, json) are imported inside
+# functions, so that help, usage errors and plain output stay fast: docs/cli.md "Cold start".
 # ruff: noqa: PLC0415
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 import click
@@ -48,6 +47,8 @@ def command(ctx: click.Context, *, job_id: int, as_json: bool) -> int:
 
     job = call(settings, body, job=job_id)
     if as_json:
+        import json
+
         click.echo(json.dumps(job_json(job)))
     else:
         click.echo(status_line(job))
