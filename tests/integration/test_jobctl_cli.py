@@ -89,3 +89,25 @@ def test_a_verb_loads_only_its_own_module() -> None:
     assert _modules_after(main.format("'--help'"), verbs) == ["[]"]
     loaded = _modules_after(main.format("'status', '--help'"), verbs)
     assert loaded == ["['jobservice.cli.jobctl.status']"]
+
+
+def test_only_the_program_tunes_the_garbage_collector() -> None:
+    """As a program, jobctl collects cycles rarely and freezes all at exit (docs/cli.md)."""
+    check = (
+        "import atexit, gc, sys\n"
+        "from jobservice.cli.jobctl import PROGRAM_GC_THRESHOLD, main\n"
+        "before = gc.get_threshold()\n"
+        "main(['--version'])\n"
+        "assert gc.get_threshold() == before, 'an in-process call must not tune the collector'\n"
+        "sys.argv = ['jobctl', '--version']\n"
+        "main()\n"
+        "assert gc.isenabled() and gc.get_threshold()[0] == PROGRAM_GC_THRESHOLD\n"
+        "atexit._run_exitfuncs()\n"
+        "assert gc.get_freeze_count() > 10_000, gc.get_freeze_count()\n"
+        "print('tuned')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check], check=False, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.endswith("tuned\n")
