@@ -96,6 +96,7 @@ def test_only_the_program_tunes_the_garbage_collector() -> None:
     check = (
         "import atexit, gc, sys\n"
         "from jobservice.cli.jobctl import PROGRAM_GC_THRESHOLD, main\n"
+        "assert 'click' not in sys.modules, 'tune before the imports'\n"
         "before = gc.get_threshold()\n"
         "main(['--version'])\n"
         "assert gc.get_threshold() == before, 'an in-process call must not tune the collector'\n"

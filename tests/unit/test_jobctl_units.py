@@ -14,7 +14,7 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from jobservice.api.client import ConnectError, ConnectFailure
 from jobservice.api.v1 import jobservice_pb2 as pb
-from jobservice.cli.jobctl import VERBS, cli
+from jobservice.cli.jobctl.app import VERBS, cli
 from jobservice.cli.jobctl.config import config_path, parse_server, resolve
 from jobservice.cli.jobctl.exitcodes import CliError, ExitCode, from_exception
 from jobservice.cli.jobctl.render import JobView, job_json, list_table, status_line

@@ -1,140 +1,11 @@
-"""jobctl: the command-line client of jobd; `main` is the console script, `cli` the click group."""
+"""jobctl: the command-line client of jobd; `main` is the console script (the click app: app.py)."""
 
 from __future__ import annotations
 
 import atexit
 import gc
-import importlib
-import os
-import sys
 
-import click
-
-from jobservice import __version__
-from jobservice.cli.jobctl.config import DEFAULT_SERVER, Globals
-from jobservice.cli.jobctl.exitcodes import CliError, ExitCode
-
-__all__ = ["PROGRAM_GC_THRESHOLD", "VERBS", "LazyGroup", "cli", "main"]
-
-_EPILOG = f"""
-\b
-Examples (a server on {DEFAULT_SERVER}, certificates from `jobd pki init --out pki`):
-  export JOBCTL_CERT=pki/alice.pem     # key and CA are found beside it
-  jobctl start --cmd echo --args "hello world"      # prints the job id: 0
-  jobctl start -- sleep 10000                       # short form: 1
-  jobctl status 0                                   # Job '0': Exited: 0
-  jobctl output 0                                   # hello world
-  jobctl stop 1                                     # Stopped Job '1'
-  jobctl list
-  jobctl run -- sh -c 'echo hi; exit 3'             # exits 3, like the job
-
-\b
-Settings, first found wins: flags; JOBCTL_SERVER, JOBCTL_CERT, JOBCTL_KEY, JOBCTL_CA,
-JOBCTL_USER; the profile (--profile, JOBCTL_PROFILE, else "default") in
-$XDG_CONFIG_HOME/jobctl/config.toml (~/.config/jobctl/config.toml):
-  [profiles.default]
-  server = "{DEFAULT_SERVER}"
-  cert = "~/pki/alice.pem"
-  key = "~/pki/alice.key"
-  ca = "~/pki/ca.pem"
-
-\b
-Exit status: 0 ok; 1 job not running; 2 usage or configuration error; 3 job not found;
-4 permission denied; 5 cannot connect (server down, TLS or certificate failure);
-6 invalid request; 7 server limit reached; 70 internal error; 130 interrupted.
-`jobctl run` exits with the job's own status (128+N when signal N ended it).
-
-\b
-Shell completion (bash; zsh and fish likewise):
-  eval "$(_JOBCTL_COMPLETE=bash_source jobctl)"
-"""
-
-
-# Each verb, a module of this package imported only when the verb is used, and the summary
-# `--help` lists: the first sentence of the verb's docstring (a unit test keeps them in step).
-VERBS = {
-    "list": "List the jobs you may see: id, owner, state, exit, started, command.",
-    "output": "Print a job's output; follow it live until the job ends.",
-    "run": "Start a job, stream its output, and exit with the job's exit status.",
-    "start": "Start a job and print its id.",
-    "status": "Show a job's status.",
-    "stop": "Stop a running job and wait until it has exited.",
-}
-
-
-class LazyGroup(click.Group):
-    """A group that imports a verb's module only when that verb is looked up.
-
-    Click's documented pattern for a fast start: `jobctl status` imports status.py and what it
-    needs, not the other verbs. `jobctl --help` lists the verbs from `VERBS`, importing none.
-    """
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *VERBS})
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in VERBS and cmd_name not in self.commands:
-            module = importlib.import_module(f"{__name__}.{cmd_name}")
-            self.add_command(module.command, cmd_name)
-        return super().get_command(ctx, cmd_name)
-
-    def resolve_command(
-        self, ctx: click.Context, args: list[str]
-    ) -> tuple[str | None, click.Command | None, list[str]]:
-        try:
-            return super().resolve_command(ctx, args)
-        except click.NoSuchCommand as exc:
-            # Click suggests close names from the verbs loaded so far; offer every verb.
-            raise click.NoSuchCommand(
-                exc.command_name, possibilities=self.list_commands(ctx), ctx=ctx
-            ) from None
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        # Click's own layout, applied to stand-ins that carry only the summaries.
-        summaries = click.Group(
-            commands=[click.Command(name, help=summary) for name, summary in VERBS.items()]
-        )
-        click.Group.format_commands(summaries, ctx, formatter)
-
-
-_PATH = click.Path(dir_okay=False)
-
-
-@click.group(
-    cls=LazyGroup,
-    epilog=_EPILOG,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-@click.option("-s", "--server", metavar="HOST:PORT", help=f"jobd address [{DEFAULT_SERVER}].")
-@click.option("-u", "--user", metavar="NAME", help="Expected user; must be the cert's CN.")
-@click.option("-c", "--cert", type=_PATH, help="Client certificate (PEM).")
-@click.option("-k", "--key", type=_PATH, help="Client key [the cert's path with .key].")
-@click.option("--ca", type=_PATH, help="CA that signed the server [ca.pem beside the cert].")
-@click.option("--profile", metavar="NAME", help="Profile in the config file [default].")
-@click.version_option(__version__, "-V", "--version", prog_name="jobctl")
-@click.pass_context
-def cli(
-    ctx: click.Context,
-    *,
-    server: str | None,
-    user: str | None,
-    cert: str | None,
-    key: str | None,
-    ca: str | None,
-    profile: str | None,
-) -> None:
-    """Start, stop and follow jobs on a jobd server, over mutual TLS."""
-    ctx.obj = Globals(server, user, cert, key, ca, profile)
-
-
-def _quiet_stdout() -> None:
-    """stdout's reader has gone (`| head`): point stdout at /dev/null so the exit flush is quiet.
-
-    This is the recipe from the Python docs' "Note on SIGPIPE".
-    """
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-
+__all__ = ["PROGRAM_GC_THRESHOLD", "main"]
 
 # Cycle collection after this many new container objects, instead of Python's 700; see below.
 PROGRAM_GC_THRESHOLD = 50_000
@@ -158,30 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run jobctl and return its exit status; never lets a traceback reach the user.
 
     With `argv` None jobctl is the program (the console script, `python -m`): it reads
-    `sys.argv`, and tunes the process for a short life.
+    `sys.argv`, and tunes the process for a short life before anything else is imported.
     """
     if argv is None:
         _collect_as_a_short_lived_program()
-    try:
-        code = cli.main(args=argv, prog_name="jobctl", standalone_mode=False)
-        sys.stdout.flush()
-    except CliError as exc:
-        if exc.code is ExitCode.BROKEN_PIPE:
-            _quiet_stdout()
-        elif exc.message:
-            click.echo(exc.message, err=True)
-        return int(exc.code)
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except (click.Abort, KeyboardInterrupt):
-        return int(ExitCode.INTERRUPTED)
-    except BrokenPipeError:
-        _quiet_stdout()
-        return int(ExitCode.BROKEN_PIPE)
-    except Exception as exc:  # a bug in jobctl: still one readable line, unless debugging
-        if os.environ.get("JOBCTL_DEBUG"):
-            raise
-        click.echo(f"jobctl: internal error: {exc!r} (JOBCTL_DEBUG=1 shows details)", err=True)
-        return int(ExitCode.INTERNAL)
-    return code if isinstance(code, int) else 0
+    from jobservice.cli.jobctl.app import run  # noqa: PLC0415 (click after the tuning above)
+
+    return run(argv)
