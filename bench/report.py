@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.harness import OUT, REPO, Row, Scale, Section, fmt, met_text, ratio_text
+from bench.harness import OUT, REPO, Row, Scale, Section, fmt, median, met_text, ratio_text
 
 __all__ = ["Run", "machine", "write"]
 
@@ -219,7 +219,7 @@ def _plots(sections: Sequence[Section], where: Path) -> list[Path]:
 
 def _bars(ax: Any, labels: list[str], samples: list[list[float]], unit: str) -> None:
     """Horizontal bars at the medians, with every round's sample as a dot."""
-    medians = [sorted(s)[len(s) // 2] if s else 0.0 for s in samples]
+    medians = [median(s) if s else 0.0 for s in samples]
     ys = list(range(len(labels)))
     ax.barh(ys, medians, color="#4c72b0", alpha=0.8)
     for y, values, mid in zip(ys, samples, medians, strict=True):
