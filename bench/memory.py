@@ -37,12 +37,13 @@ def run(ctx: Context) -> Section:
         idle = _settled(jobd)
         jobd.run(_start_many, jobs)
         many = _settled(jobd)
+        rounds = max(2, ctx.scale.rounds - 2)  # each run writes `size` bytes of log to disk
         runs = alternate(
             [
                 ("plain", lambda: jobd.run(_peak_while, jobd.pid, None, size)),
                 ("stalled", lambda: _with_stalled_follower(ctx, jobd)),
             ],
-            max(2, ctx.scale.rounds - 2),  # each run writes `size` bytes of log to disk
+            rounds,
         )
         after = _settled(jobd)
     finally:
@@ -56,6 +57,7 @@ def run(ctx: Context) -> Section:
         "   # opens Output, never reads",
     ]
     section.plot = {"idle": idle, "runs": runs}
+    section.notes.append(f"{rounds} alternated rounds of the two output runs.")
     return section
 
 
