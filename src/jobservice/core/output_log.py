@@ -43,7 +43,14 @@ class OutputLog:
         self.closed = False
         self._changed: asyncio.Future[None] | None = None
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        os.write(self._fd, MAGIC)
+        try:
+            if os.write(self._fd, MAGIC) != len(MAGIC):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError:
+            # Leave nothing behind (a file here would make every later start of this id fail).
+            os.close(self._fd)
+            path.unlink(missing_ok=True)
+            raise
 
     def append(self, stream: Stream, data: bytes) -> None:
         """Record `data` from `stream`; past the quota or on a full disk, drop it and say so."""

@@ -20,6 +20,9 @@ __all__ = ["DEFAULT_PATH", "JobSpec", "make_spec"]
 # Used to find a command when the job's environment has no PATH; the job's environment itself is
 # left exactly as given.
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# The kernel refuses exec (E2BIG) when one argument or environment string, with its NUL, is over
+# MAX_ARG_STRLEN (32 pages); refused here as the caller's error rather than as a spawn failure.
+MAX_STRING_BYTES = 32 * 4096 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,13 @@ def _text_size(what: str, value: str) -> int:
         raise InvalidRequest(f"{what} must be valid UTF-8 text") from None
 
 
+def _string_size(what: str, value: str) -> int:
+    size = _text_size(what, value)
+    if size > MAX_STRING_BYTES:
+        raise InvalidRequest(f"{what} is {size} bytes (limit {MAX_STRING_BYTES} per string)")
+    return size
+
+
 def _check_sizes(
     command: str, args: tuple[str, ...], dir: str, env: tuple[str, ...], limits: Limits
 ) -> None:
@@ -68,8 +78,8 @@ def _check_sizes(
     if command_bytes > limits.max_command_bytes:
         raise InvalidRequest(f"command is {command_bytes} bytes (limit {limits.max_command_bytes})")
     total = command_bytes + _text_size("directory", dir)
-    total += sum(_text_size(f"argument {i}", a) + 1 for i, a in enumerate(args))
-    total += sum(_text_size("environment entry", e) + 1 for e in env)
+    total += sum(_string_size(f"argument {i}", a) + 1 for i, a in enumerate(args))
+    total += sum(_string_size("environment entry", e) + 1 for e in env)
     if total > limits.max_request_bytes:
         raise InvalidRequest(
             f"command, arguments and environment are {total} bytes "
