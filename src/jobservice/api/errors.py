@@ -3,13 +3,17 @@
     PermissionDenied (api)     the caller's role does not allow this RPC on this job
     ServiceUnavailable (api)   the server is shutting down or at a connection-level limit
 
-Everything not in the table becomes INTERNAL with a generic message; the traceback goes to the
-server's log only, so internals never reach a client.
+An OSError saying the host is short of file descriptors, memory or disk becomes UNAVAILABLE
+(the call may succeed later), logged like SpawnFailed. Everything else not in the table becomes
+INTERNAL with a generic message; the traceback goes to the server's log only, so internals never
+reach a client. Messages are cut to MAX_MESSAGE_CHARS.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+from typing import TypeGuard
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -26,6 +30,7 @@ from jobservice.security.errors import AuthenticationError
 
 __all__ = [
     "INTERNAL_MESSAGE",
+    "MAX_MESSAGE_CHARS",
     "STATUS_TABLE",
     "PermissionDenied",
     "ServiceUnavailable",
@@ -35,6 +40,10 @@ __all__ = [
 log = logging.getLogger("jobservice.api")
 
 INTERNAL_MESSAGE = "internal error"
+# A status message travels as an HTTP/2 header, and hpack's Huffman encoder is quadratic in the
+# length of a value: a 600 KB message (an error quoting a huge request field) held jobd's event
+# loop for minutes. Messages quote what the caller sent; the start of it says enough.
+MAX_MESSAGE_CHARS = 1024
 
 
 class PermissionDenied(Exception):
@@ -60,12 +69,31 @@ STATUS_TABLE: tuple[tuple[type[Exception], Status], ...] = (
 )
 
 
+# The host, not the request, is short of something: the call may succeed later.
+_HOST_SHORTAGE = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOSPC, errno.EAGAIN})
+
+
 def to_grpc_error(exc: Exception) -> GRPCError:
     """The GRPCError a client sees for `exc`; unexpected errors are logged with a traceback."""
     if isinstance(exc, GRPCError):
         return exc
+    if isinstance(exc, SpawnFailed) or _host_shortage(exc):
+        # The caller did nothing wrong and the operator needs to know why calls fail.
+        log.warning("answered UNAVAILABLE: %s", exc)
+    if _host_shortage(exc):
+        return GRPCError(Status.UNAVAILABLE, f"the server is short of resources: {exc.strerror}")
     for cls, status in STATUS_TABLE:
         if isinstance(exc, cls):
-            return GRPCError(status, str(exc))
+            return GRPCError(status, _bounded(str(exc)))
     log.error("unexpected error, answered as INTERNAL", exc_info=exc)
     return GRPCError(Status.INTERNAL, INTERNAL_MESSAGE)
+
+
+def _host_shortage(exc: Exception) -> TypeGuard[OSError]:
+    return isinstance(exc, OSError) and exc.errno in _HOST_SHORTAGE
+
+
+def _bounded(message: str) -> str:
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return message[: MAX_MESSAGE_CHARS - 15] + "... (truncated)"
