@@ -35,6 +35,7 @@ __all__ = [
 _CONNECTION_WINDOW = 64 << 20
 _STREAM_WINDOW = 16 << 20
 _MAX_FRAME_SIZE = 64 << 10
+_RESET_DETAIL = "reset before the TLS handshake ended; the server may be at its connection limit"
 
 
 class ConnectFailure(enum.Enum):
@@ -135,6 +136,10 @@ async def _establish(channel: _TunedChannel, target: str) -> None:
         raise ConnectError(target, ConnectFailure.TLS_HANDSHAKE, _ssl_reason(exc)) from None
     except ConnectionRefusedError:
         raise ConnectError(target, ConnectFailure.REFUSED) from None
+    except ConnectionResetError:
+        # jobd drops a connection over its limit before any TLS work, so this is what it looks
+        # like from here; the server was reached, so "unreachable" would mislead.
+        raise ConnectError(target, ConnectFailure.REJECTED, _RESET_DETAIL) from None
     except OSError as exc:
         raise ConnectError(target, ConnectFailure.UNREACHABLE, exc.strerror or str(exc)) from None
     assert isinstance(protocol, _TunedProtocol)

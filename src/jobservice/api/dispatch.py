@@ -14,6 +14,7 @@ import logging
 import re
 import struct
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -30,11 +31,26 @@ from jobservice.core import InvalidRequest, LimitExceeded
 from jobservice.security.errors import AuthenticationError
 from jobservice.security.identity import Identity, identity_from_connection
 
-__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "DEFAULT_MAX_STREAMS", "JobService", "RequestTooLarge"]
+__all__ = [
+    "DEFAULT_MAX_REQUEST_BYTES",
+    "DEFAULT_MAX_STREAMS",
+    "DEFAULT_MAX_STREAMS_PER_USER",
+    "DEFAULT_REQUEST_TIMEOUT",
+    "JobService",
+    "RequestTimeout",
+    "RequestTooLarge",
+    "quote_field",
+]
 
 audit_log = logging.getLogger("jobservice.audit")
 
 DEFAULT_MAX_STREAMS = 1000
+# One user's share of the streams: a client that opens streams and never reads them (each then
+# holds its place for as long as its job runs) starves only itself.
+DEFAULT_MAX_STREAMS_PER_USER = 100
+# A request message is a few bytes to 2 MiB; a client that has not sent it in this time is not
+# slow but stalling, and holds a call slot (and its connection) open.
+DEFAULT_REQUEST_TIMEOUT = 10.0
 # Above the library's own 1 MiB limit on a start request's content, so the library's precise
 # message wins for start requests that are merely too big, while a huge frame is refused unread.
 DEFAULT_MAX_REQUEST_BYTES = 2 << 20
@@ -50,6 +66,10 @@ class RequestTooLarge(LimitExceeded):
     """A request message is longer than the server accepts; it is refused before being read."""
 
 
+class RequestTimeout(LimitExceeded):
+    """A call's request message did not arrive within the server's request deadline."""
+
+
 class JobService(JobServiceBase):
     """grpclib handlers for jobservice.v1.JobService, wrapping a JobServicer."""
 
@@ -59,7 +79,9 @@ class JobService(JobServiceBase):
         authorizer: Authorizer,
         *,
         max_streams: int = DEFAULT_MAX_STREAMS,
+        max_streams_per_user: int = DEFAULT_MAX_STREAMS_PER_USER,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     ) -> None:
         missing = {name.rsplit("/", 1)[1] for name in self.__mapping__()} - RULES.keys()
         if missing:  # an RPC without an authorization rule must never be served
@@ -67,8 +89,11 @@ class JobService(JobServiceBase):
         self._servicer = servicer
         self._authorizer = authorizer
         self._max_streams = max_streams
+        self._max_streams_per_user = max_streams_per_user
         self._max_request_bytes = max_request_bytes
+        self._request_timeout = request_timeout
         self._open_streams = 0
+        self._streams_by_user: Counter[str] = Counter()
         self._open_calls = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -88,7 +113,7 @@ class JobService(JobServiceBase):
 
     async def Output(self, stream: Stream[pb.OutputRequest, pb.OutputResponse]) -> None:
         async with self._call("Output", stream, pb.OutputRequest) as (caller, request, _):
-            with self._stream_slot():
+            with self._stream_slot(caller.user):
                 # Headers now, not with the first chunk: the client learns at once that its
                 # stream was accepted, even for a job that stays silent.
                 await stream.send_initial_metadata()
@@ -130,7 +155,9 @@ class JobService(JobServiceBase):
             audit.user = caller.user
             if self.draining:
                 raise ServiceUnavailable("the server is shutting down")
-            request = await _read_request(stream, request_type, self._max_request_bytes)
+            request = await _read_request(
+                stream, request_type, self._max_request_bytes, self._request_timeout
+            )
             if RULES[rpc].takes_job_id:
                 audit.job = request.job_id  # type: ignore[attr-defined]
             self._authorizer.authorize(caller, rpc, audit.job)
@@ -149,15 +176,24 @@ class JobService(JobServiceBase):
                 self._idle.set()
 
     @contextlib.contextmanager
-    def _stream_slot(self) -> Iterator[None]:
-        """Count an open Output stream, refusing one over the limit."""
+    def _stream_slot(self, user: str) -> Iterator[None]:
+        """Count an open Output stream, refusing one over the server's or the user's limit."""
         if self._open_streams >= self._max_streams:
             raise LimitExceeded(f"too many open output streams (limit {self._max_streams})")
+        if self._streams_by_user[user] >= self._max_streams_per_user:
+            raise LimitExceeded(
+                f"too many open output streams for {quote_field(user)} "
+                f"(limit {self._max_streams_per_user} per user)"
+            )
         self._open_streams += 1
+        self._streams_by_user[user] += 1
         try:
             yield
         finally:
             self._open_streams -= 1
+            self._streams_by_user[user] -= 1
+            if not self._streams_by_user[user]:
+                del self._streams_by_user[user]
 
 
 @dataclass
@@ -178,7 +214,7 @@ class _Audit:
         elapsed_ms = (time.monotonic() - self.started) * 1000
         audit_log.info(
             "audit user=%s rpc=%s job=%s result=%s peer=%s ms=%.1f",
-            _quoted(self.user) if self.user is not None else "-",
+            quote_field(self.user) if self.user is not None else "-",
             self.rpc,
             self.job if self.job is not None else "-",
             self.result,
@@ -187,7 +223,7 @@ class _Audit:
         )
 
 
-def _quoted(value: str) -> str:
+def quote_field(value: str) -> str:
     """`value` as is when it is one plain word, else JSON-quoted: one audit field stays one."""
     return value if _PLAIN.fullmatch(value) else json.dumps(value)
 
@@ -215,13 +251,30 @@ def _transport(stream: Stream[Any, Any]) -> asyncio.BaseTransport:
     return transport
 
 
-async def _read_request(stream: Stream[Req, Any], request_type: type[Req], limit: int) -> Req:
+async def _read_request(
+    stream: Stream[Req, Any], request_type: type[Req], limit: int, seconds: float
+) -> Req:
     """The call's single request message, refused unread if its declared size is over `limit`.
 
     grpclib's own reader buffers whatever length the client declares before decoding, so a
     4 GiB prefix would be read into memory. This reads the same framing with a bound, and turns
     protobuf decode errors (corrupt wire data, invalid UTF-8 in a string) into INVALID_ARGUMENT.
+    It also gives the whole message `seconds` to arrive: grpclib waits forever, so a
+    client that opens calls and never sends would hold them, and its connection, open.
     """
+    try:
+        async with asyncio.timeout(seconds):
+            data = await _read_frame(stream, limit)
+    except TimeoutError:
+        raise RequestTimeout(f"request not received within {seconds:g} s (the limit)") from None
+    try:
+        return request_type.FromString(data)
+    except DecodeError:
+        raise InvalidRequest(f"malformed {request_type.DESCRIPTOR.name} message") from None
+
+
+async def _read_frame(stream: Stream[Any, Any], limit: int) -> bytes:
+    """One length-prefixed gRPC message's bytes."""
     h2_stream = stream._stream
     try:
         header = await h2_stream.recv_data(_HEADER.size)
@@ -232,10 +285,6 @@ async def _read_request(stream: Stream[Req, Any], request_type: type[Req], limit
             raise InvalidRequest("compressed requests are not supported")
         if length > limit:
             raise RequestTooLarge(f"request of {length} bytes is over the {limit}-byte limit")
-        data = await h2_stream.recv_data(length) if length else b""
+        return await h2_stream.recv_data(length) if length else b""
     except AssertionError:  # grpclib's Buffer signals a stream that ended mid-message so
         raise InvalidRequest("the request message is truncated") from None
-    try:
-        return request_type.FromString(data)
-    except DecodeError:
-        raise InvalidRequest(f"malformed {request_type.DESCRIPTOR.name} message") from None

@@ -6,24 +6,41 @@ import asyncio
 import errno
 import logging
 import os
+import resource
 import signal
-import sys
 from pathlib import Path
 
 import click
 
 from jobservice.api.client import parse_target
-from jobservice.api.dispatch import DEFAULT_MAX_STREAMS
-from jobservice.api.server import JobServer, ServerConfig
+from jobservice.api.dispatch import (
+    DEFAULT_MAX_STREAMS,
+    DEFAULT_MAX_STREAMS_PER_USER,
+    DEFAULT_REQUEST_TIMEOUT,
+)
+from jobservice.api.server import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_USER,
+    JobServer,
+    ServerConfig,
+)
+from jobservice.cli.jobd.logs import configure_logging
 from jobservice.core import Limits
 from jobservice.security.errors import PolicyError, TLSPolicyError
 from jobservice.security.policy import Policy
 
-__all__ = ["default_data_dir", "serve"]
+__all__ = ["default_data_dir", "fds_needed", "serve"]
 
 log = logging.getLogger("jobservice.jobd")
 
 _EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+_SECONDS = click.FloatRange(min=0, min_open=True)
+# File descriptors per running job: two output pipes, a pidfd and the output log.
+_FDS_PER_JOB = 4
+# The server's own: listening socket, epoll, logs, the Python runtime.
+_FDS_BASE = 64
 
 
 def default_data_dir() -> Path:
@@ -68,10 +85,24 @@ def default_data_dir() -> Path:
 )
 @click.option(
     "--handshake-timeout",
-    default=10.0,
+    default=DEFAULT_HANDSHAKE_TIMEOUT,
     show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
+    type=_SECONDS,
     help="Seconds a client has to complete the TLS handshake.",
+)
+@click.option(
+    "--idle-timeout",
+    default=DEFAULT_IDLE_TIMEOUT,
+    show_default=True,
+    type=_SECONDS,
+    help="Seconds a connection may stay open without any call before it is closed.",
+)
+@click.option(
+    "--request-timeout",
+    default=DEFAULT_REQUEST_TIMEOUT,
+    show_default=True,
+    type=_SECONDS,
+    help="Seconds a call's request message has to arrive.",
 )
 @click.option(
     "--max-jobs-per-user",
@@ -79,6 +110,13 @@ def default_data_dir() -> Path:
     show_default=True,
     type=click.IntRange(min=0),
     help="Running jobs one user may have at once (0: no limit).",
+)
+@click.option(
+    "--max-jobs",
+    default=Limits().max_running_jobs,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Running jobs over all users (0: no limit).",
 )
 @click.option(
     "--max-output-bytes",
@@ -95,11 +133,25 @@ def default_data_dir() -> Path:
     help="Output streams open at once, over all clients.",
 )
 @click.option(
-    "--max-connections",
-    default=1000,
+    "--max-streams-per-user",
+    default=DEFAULT_MAX_STREAMS_PER_USER,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Client connections open at once.",
+    help="Output streams one user may have open at once.",
+)
+@click.option(
+    "--max-connections",
+    default=DEFAULT_MAX_CONNECTIONS,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Client connections open at once, TLS handshakes in progress included.",
+)
+@click.option(
+    "--max-connections-per-user",
+    default=DEFAULT_MAX_CONNECTIONS_PER_USER,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Connections one user (certificate name) may have open at once.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def serve(
@@ -112,10 +164,15 @@ def serve(
     data_dir: Path | None,
     stop_grace: float,
     handshake_timeout: float,
+    idle_timeout: float,
+    request_timeout: float,
     max_jobs_per_user: int,
+    max_jobs: int,
     max_output_bytes: int,
     max_streams: int,
+    max_streams_per_user: int,
     max_connections: int,
+    max_connections_per_user: int,
     verbose: bool,
 ) -> None:
     """Serve the job API over mutual TLS until SIGTERM or SIGINT.
@@ -131,7 +188,7 @@ def serve(
       jobd serve --listen 127.0.0.1:50051 --policy /etc/jobd/policy.toml \\
           --data-dir /var/lib/jobd --ca ca.pem --cert server.pem --key server.key
     """
-    _configure_logging(verbose)
+    configure_logging(verbose)
     try:
         host, port = parse_target(listen, allow_port_zero=True)
     except ValueError as exc:
@@ -146,13 +203,54 @@ def serve(
         policy=_load_policy(policy),
         stop_grace=stop_grace,
         handshake_timeout=handshake_timeout,
+        idle_timeout=idle_timeout,
+        request_timeout=request_timeout,
         limits=Limits(
-            max_running_jobs_per_owner=max_jobs_per_user, max_output_bytes=max_output_bytes
+            max_running_jobs_per_owner=max_jobs_per_user,
+            max_running_jobs=max_jobs,
+            max_output_bytes=max_output_bytes,
         ),
         max_streams=max_streams,
+        max_streams_per_user=max_streams_per_user,
         max_connections=max_connections,
+        max_connections_per_user=max_connections_per_user,
     )
+    _ensure_fd_limit(fds_needed(config))
+    # Under a file size limit (ulimit -f, systemd's LimitFSIZE) a log write past it would kill
+    # jobd with SIGXFSZ; ignored, the write fails with EFBIG, which the job's log handles like a
+    # full disk. Jobs get the default back (subprocess restores it).
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     asyncio.run(_serve(config))
+
+
+def fds_needed(config: ServerConfig) -> int:
+    """File descriptors the configured limits may use at once (unlimited jobs count as 1024)."""
+    jobs = config.limits.max_running_jobs or Limits().max_running_jobs
+    return _FDS_BASE + config.max_connections + config.max_streams + _FDS_PER_JOB * jobs
+
+
+def _ensure_fd_limit(needed: int) -> None:
+    """Raise the soft RLIMIT_NOFILE to `needed` if it is lower and the hard limit allows.
+
+    Only as far as needed, not to the hard limit: jobs inherit it, and some programs misbehave
+    with a huge one. Below `needed`, jobd still runs, and a call that finds no descriptor free
+    is answered RESOURCE_EXHAUSTED; the warning says which limit to raise.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the file descriptor limit: %s", exc)
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning(
+            "file descriptor limit %d is below the %d the configured limits may need "
+            "(--max-connections, --max-streams, --max-jobs); raise it (ulimit -n) or lower them",
+            soft,
+            needed,
+        )
 
 
 def _load_policy(path: Path | None) -> Policy:
@@ -203,13 +301,3 @@ def _stop_on_signals() -> asyncio.Event:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     return stop
-
-
-def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("hpack", "h2"):  # frame-level chatter is not what -v is for
-        logging.getLogger(noisy).setLevel(logging.INFO)

@@ -1,0 +1,341 @@
+"""jobd's connections: counted from accept, handshaken under a deadline, gated, closed when idle.
+
+Every TCP connection goes through three steps, each bounded:
+
+1. accept: counted at once against `max_connections` (handshakes included), and refused with no
+   crypto work when the server is full;
+2. TLS handshake, run here with `loop.start_tls` so that its end, good or bad, is always seen,
+   within `handshake_timeout` seconds;
+3. the gate: the negotiated session is checked against the policy, and the certificate's user
+   against `max_connections_per_user`, before any HTTP/2 byte is processed; then grpclib serves
+   it until the peer leaves, until it has had no open stream for `idle_timeout` seconds, or until
+   it resets streams faster than any client has reason to (the HTTP/2 "rapid reset" attack:
+   each reset stream costs the server a handler while the client pays one frame).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from grpclib.protocol import EventsProcessor, H2Protocol
+from grpclib.protocol import Stream as H2Stream
+from grpclib.server import Handler, Server
+from h2.errors import ErrorCodes
+from h2.events import StreamReset
+
+from jobservice.api.dispatch import quote_field
+from jobservice.security import tls
+from jobservice.security.errors import AuthenticationError, TLSPolicyError
+from jobservice.security.identity import identity_from_connection
+
+__all__ = ["GatedServer"]
+
+log = logging.getLogger("jobservice.server")
+
+# Application bytes that may arrive between the end of a handshake and the gate's decision (the
+# client's HTTP/2 preface and first requests); a peer that sends more is not a gRPC client.
+_EARLY_DATA_LIMIT = 1 << 20
+# How long a TLS close_notify exchange may take before the socket is simply dropped: a peer that
+# stops reading must not hold a closed connection's socket for asyncio's default 30 s.
+_SHUTDOWN_TIMEOUT = 5.0
+# Streams a client may reset while the server still works on them: a burst, then a steady rate.
+# A client cancelling its own calls resets a few; thousands a second is an attack.
+RESET_BURST = 200
+RESET_RATE = 50.0  # per second
+# The user a certificate without a usable identity is counted as (it gets UNAUTHENTICATED).
+_NO_IDENTITY = "-"
+
+
+class GatedServer(Server):
+    """grpclib's Server, listening through the three bounded steps above."""
+
+    def __init__(
+        self,
+        *args: object,
+        max_connections: int,
+        max_connections_per_user: int,
+        handshake_timeout: float,
+        idle_timeout: float,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.max_connections = max_connections
+        self.max_connections_per_user = max_connections_per_user
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
+        self.connections: set[_Connection] = set()
+        self.users: Counter[str] = Counter()
+        self.handshakes: set[asyncio.Task[None]] = set()
+        self._context: ssl.SSLContext | None = None
+
+    async def listen(self, host: str, port: int, *, context: ssl.SSLContext) -> tuple[str, int]:
+        """Listen on host:port; return the bound address (the real port when 0 was asked)."""
+        loop = asyncio.get_running_loop()
+        self._context = context
+        self._server = await loop.create_server(lambda: _Accepted(self), host, port)
+        self._server_closed_fut = loop.create_future()
+        bound = self._server.sockets[0].getsockname()
+        return str(bound[0]), int(bound[1])
+
+    def stop_listening(self) -> None:
+        """Accept no more connections and abandon handshakes in progress."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self.handshakes):
+            task.cancel()
+
+    def close_connections(self) -> None:
+        for connection in list(self.connections):
+            connection.close()
+
+    def accept(self, transport: asyncio.Transport) -> None:
+        """Step 1: count the new TCP connection, or drop it at once when the server is full."""
+        if len(self.connections) + len(self.handshakes) >= self.max_connections:
+            log.warning(
+                "refused connection from %s: connection limit (%d) reached",
+                _peer(transport),
+                self.max_connections,
+            )
+            transport.abort()
+            return
+        task = asyncio.get_running_loop().create_task(self._handshake(transport))
+        self.handshakes.add(task)
+        task.add_done_callback(self.handshakes.discard)
+
+    async def _handshake(self, transport: asyncio.Transport) -> None:
+        """Step 2: the TLS handshake, within the deadline; then hand over to the gate."""
+        assert self._context is not None
+        peer = _peer(transport)
+        connection = _Connection(self, peer)
+        try:
+            tls_transport = await asyncio.get_running_loop().start_tls(
+                transport,
+                connection,
+                self._context,
+                server_side=True,
+                ssl_handshake_timeout=self.handshake_timeout,
+                ssl_shutdown_timeout=_SHUTDOWN_TIMEOUT,
+            )
+        except (OSError, EOFError) as exc:  # SSLError, the deadline's ConnectionAbortedError...
+            # Debug only: a hostile network can make these as fast as it likes.
+            log.debug("TLS handshake with %s failed: %s", peer, exc)
+            return
+        if tls_transport is None or tls_transport.is_closing():
+            return  # the peer left between the handshake and now
+        connection.connection_made(tls_transport)
+
+    def new_handler(self) -> Handler:
+        self.__gc_step__()
+        handler = Handler(self._mapping, self._codec, self._status_details_codec, self.__dispatch__)
+        self._handlers.add(handler)
+        return handler
+
+
+class _Accepted(asyncio.Protocol):
+    """A TCP connection before TLS: it only tells the server that it exists."""
+
+    def __init__(self, server: GatedServer) -> None:
+        self._server = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._server.accept(transport)
+
+
+class _WatchedProcessor(EventsProcessor):
+    """grpclib's HTTP/2 event processor, reporting open-stream counts and client resets."""
+
+    def __init__(
+        self,
+        *args: object,
+        on_change: Callable[[int], None],
+        on_reset: Callable[[], None],
+    ) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self._on_change = on_change
+        self._on_reset = on_reset
+
+    def register(self, stream: H2Stream) -> Callable[[], None]:
+        release = super().register(stream)
+        self._on_change(len(self.streams))
+
+        def release_and_count() -> None:
+            release()
+            self._on_change(len(self.streams))
+
+        return release_and_count
+
+    def process_stream_reset(self, event: StreamReset) -> None:
+        if event.remote_reset and event.stream_id in self.streams:
+            self._on_reset()  # a stream the server was still working on
+        super().process_stream_reset(event)
+
+
+class _ResetBudget:
+    """A token bucket of client stream resets: `RESET_BURST` at once, `RESET_RATE` per second."""
+
+    def __init__(self) -> None:
+        self._tokens = float(RESET_BURST)
+        self._at = time.monotonic()
+
+    def spend(self) -> bool:
+        """Take one reset; False once the client is over its budget."""
+        now = time.monotonic()
+        self._tokens = min(RESET_BURST, self._tokens + (now - self._at) * RESET_RATE)
+        self._at = now
+        self._tokens -= 1
+        return self._tokens >= 0
+
+
+class _Connection(H2Protocol):
+    """grpclib's protocol behind the gate (step 3), closed after `idle_timeout` without streams.
+
+    `connection_made` is called by `GatedServer` once the handshake is complete, before any
+    application byte is processed; bytes that arrive before that are held, then replayed only if
+    the session passes the policy check.
+    """
+
+    _transport: asyncio.Transport | None = None
+    _admitted = False
+    _idle_timer: asyncio.TimerHandle | None = None
+    _flooded = False
+    _abusive = False
+    user = _NO_IDENTITY
+
+    def __init__(self, server: GatedServer, peer: str) -> None:
+        super().__init__(server.new_handler(), server._config, server._h2_config)
+        self._owner = server
+        self._peer = peer
+        self._early: bytearray | None = bytearray()
+        self._resets = _ResetBudget()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        early, self._early = self._early, None
+        reason = self._refusal(transport)
+        if reason is not None:
+            log.warning("dropped connection from %s: %s", self._peer, reason)
+            self.handler.close()
+            transport.abort()  # no close_notify, no flush: just drop
+            return
+        self._admitted = True
+        self._owner.connections.add(self)
+        self._owner.users[self.user] += 1
+        super().connection_made(transport)
+        self.processor = _WatchedProcessor(
+            self.handler,
+            self.connection,
+            on_change=self._streams_changed,
+            on_reset=self._stream_reset,
+        )
+        self._streams_changed(0)
+        if early:
+            self.data_received(bytes(early))
+
+    def _refusal(self, transport: asyncio.Transport) -> str | None:
+        """Why this freshly handshaken connection may not be served, or None."""
+        if self._flooded:
+            return "too much data before the handshake ended"
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return "not a TLS connection"
+        try:
+            tls.check_negotiated(ssl_object)
+        except TLSPolicyError as exc:
+            return str(exc)
+        try:
+            self.user = identity_from_connection(ssl_object).user
+        except AuthenticationError:
+            self.user = _NO_IDENTITY  # served, to be answered UNAUTHENTICATED call by call
+        limit = self._owner.max_connections_per_user
+        if self._owner.users[self.user] >= limit:
+            user = quote_field(self.user)
+            return f"user {user} has {limit} connections open (the per-user limit)"
+        return None
+
+    def data_received(self, data: bytes) -> None:
+        if self._abusive:
+            return  # closing: nothing more from this peer is worth a handler
+        if self._admitted:
+            super().data_received(data)
+        elif self._early is not None and self._transport is None:
+            self._early += data
+            if len(self._early) > _EARLY_DATA_LIMIT:
+                self._early = None  # nothing more is kept; the gate will refuse this peer
+                self._flooded = True
+
+    def pause_writing(self) -> None:
+        if self._admitted:
+            super().pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._admitted:
+            super().resume_writing()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._early = None
+        self._cancel_idle_timer()
+        if self._admitted:
+            self._owner.connections.discard(self)
+            self._owner.users[self.user] -= 1
+            if not self._owner.users[self.user]:
+                del self._owner.users[self.user]
+            super().connection_lost(exc)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def _streams_changed(self, open_streams: int) -> None:
+        """Arm the idle timer when the last stream closes; disarm it when one opens."""
+        self._cancel_idle_timer()
+        if not open_streams and self._transport is not None and not self._transport.is_closing():
+            loop = asyncio.get_running_loop()
+            self._idle_timer = loop.call_later(self._owner.idle_timeout, self._close_idle)
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _close_idle(self) -> None:
+        self._idle_timer = None
+        log.info(
+            "closing connection from %s: no open stream for %gs",
+            self._peer,
+            self._owner.idle_timeout,
+        )
+        self._goaway(ErrorCodes.NO_ERROR)
+
+    def _stream_reset(self) -> None:
+        if self._abusive or self._resets.spend():
+            return
+        self._abusive = True
+        log.warning(
+            "closing connection from %s (user %s): more than %d streams reset at a rate over %g/s",
+            self._peer,
+            quote_field(self.user),
+            RESET_BURST,
+            RESET_RATE,
+        )
+        self._goaway(ErrorCodes.ENHANCE_YOUR_CALM)
+
+    def _goaway(self, code: ErrorCodes) -> None:
+        """Tell the client why (GOAWAY), then close: it learns the close is deliberate."""
+        self.connection._connection.close_connection(error_code=code)
+        self.connection.flush()
+        self.close()
+
+
+def _peer(transport: asyncio.BaseTransport) -> str:
+    addr = transport.get_extra_info("peername")
+    if not addr:
+        return "unknown peer"
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
