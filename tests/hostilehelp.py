@@ -13,9 +13,12 @@ import os
 import re
 import struct
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
 from urllib.parse import unquote
 
 from h2.config import H2Configuration
@@ -35,8 +38,8 @@ from jobservice.security import tls
 
 __all__ = [
     "RawH2",
-    "assert_log_lines_are_records",
     "StreamState",
+    "assert_log_lines_are_records",
     "fd_count",
     "grpc_frame",
     "launch",
@@ -63,23 +66,45 @@ def assert_log_lines_are_records(log: str) -> None:
         assert _LOG_LINE.match(line), f"a log line jobd did not start: {line!r}"
 
 
-def launch(launcher: JobdLauncher, *extra: str, wrapper: tuple[str, ...] = ()) -> Jobd:
+def launch(
+    launcher: JobdLauncher, *extra: str, wrapper: tuple[str, ...] = (), log_via_pipe: bool = False
+) -> Jobd:
     """Like `launcher.start`, with the command run under `wrapper` (e.g. prlimit ... --).
 
-    The process is registered with the launcher, which stops it after the test.
+    `log_via_pipe` sends jobd's stderr through a pipe (copied to the log file by a thread), so
+    a file size limit on jobd does not stop it from logging. The process is registered with the
+    launcher, which stops it after the test.
     """
     n = len(launcher.started)
     data = launcher.workdir / f"data{n}"
     log_path = launcher.workdir / f"jobd{n}.log"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    command = [*wrapper, *launcher.command(*extra, data_dir=data)]
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [*wrapper, *launcher.command(*extra, data_dir=data)], stdout=log, stderr=log, env=env
-        )
+        if log_via_pipe:
+            process = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
+            )
+            assert process.stdout is not None
+            threading.Thread(target=_copy, args=(process.stdout, log_path), daemon=True).start()
+        else:
+            process = subprocess.Popen(command, stdout=log, stderr=log, env=env)
     jobd = Jobd(process, "", data, log_path)
     launcher.started.append(jobd)
-    jobd.target = jobd.wait_for_log(_READY.pattern, timeout=20).group(1)
+    deadline = time.monotonic() + 20
+    while not (ready := _READY.search(jobd.log)):
+        assert process.poll() is None, f"jobd exited at start:\n{jobd.log}"
+        assert time.monotonic() < deadline, f"jobd not ready in 20 s:\n{jobd.log}"
+        time.sleep(0.02)
+    jobd.target = ready.group(1)
     return jobd
+
+
+def _copy(pipe: IO[bytes], path: Path) -> None:
+    with pipe, path.open("ab") as log:
+        while chunk := os.read(pipe.fileno(), 1 << 16):
+            log.write(chunk)
+            log.flush()
 
 
 async def tls_connect(

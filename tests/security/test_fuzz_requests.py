@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import operator
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 
 import pytest
@@ -320,7 +320,7 @@ def fuzz(
     pki: Path,
     examples: int,
     strategy: st.SearchStrategy[bytes],
-    check: Callable[[Channel, bytes], Awaitable[None]],
+    check: Callable[[Channel, bytes], Coroutine[None, None, None]],
     *,
     fixed: bool,
 ) -> None:
@@ -363,7 +363,7 @@ def known_jobs(server: Jobd, pki: Path) -> list[int]:
     return asyncio.run(start_two())
 
 
-def structured_check(rpc: str) -> Callable[[Channel, bytes], Awaitable[None]]:
+def structured_check(rpc: str) -> Callable[[Channel, bytes], Coroutine[None, None, None]]:
     async def check(channel: Channel, data: bytes) -> None:
         status, message = await raw_call(channel, rpc, data)
         assert status in ALLOWED[rpc], f"{rpc} answered {status.name}: {message!r}"

@@ -1,4 +1,4 @@
-"""Log injection: text a client controls never starts a line of jobd's log, nor drives a terminal."""
+"""Log injection: no text a client controls starts a line of jobd's log or drives a terminal."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from jobdhelp import Connect, Jobd, read_output
 from jobservice.api.v1 import jobservice_pb2 as pb
 from jobservice.cli.jobd.logs import SafeFormatter, escape_controls
 
-FORGED = "2026-01-01 00:00:00,000 INFO jobservice.audit: audit user=charlie rpc=Stop job=0 result=OK"
+FORGED = (
+    "2026-01-01 00:00:00,000 INFO jobservice.audit: audit user=charlie rpc=Stop job=0 result=OK"
+)
 
 
 async def test_a_command_name_cannot_forge_audit_lines(

@@ -55,7 +55,9 @@ def test_tls_1_0_and_1_1_clients_are_refused_in_the_handshake(
     assert f"{shown}, Handshake" in result.stdout, "the old ClientHello was really sent"
     assert "Cipher is TLS" not in result.stdout
     assert "New, TLSv1.3" not in result.stdout
-    server.wait_for_log(r"TLS handshake with 127\.0\.0\.1:\d+ failed: \[SSL: UNSUPPORTED_PROTOCOL\]")
+    server.wait_for_log(
+        r"TLS handshake with 127\.0\.0\.1:\d+ failed: \[SSL: UNSUPPORTED_PROTOCOL\]"
+    )
     assert "audit" not in server.log
 
 
@@ -118,7 +120,7 @@ ODD_NAMES = {
     "cn=alice,o=admins": Status.PERMISSION_DENIED,
     "../../etc/passwd": Status.PERMISSION_DENIED,
     "ålice": Status.PERMISSION_DENIED,
-    "\u0430lice": Status.PERMISSION_DENIED,  # Cyrillic а: looks like alice, is not alice
+    "\u0430lice": Status.PERMISSION_DENIED,  # Cyrillic a (U+0430): looks like alice, is not
     "ALICE": Status.PERMISSION_DENIED,
     "a" * 1000: Status.PERMISSION_DENIED,
     "alice\nuser=charlie": Status.UNAUTHENTICATED,

@@ -287,4 +287,3 @@ async def test_output_streams_per_user_are_limited(
         assert [message async for message in stream][-1].HasField("final_status")
         await stream.__aexit__(None, None, None)
     assert (await read_output(alice, job_id)).final is not None
-

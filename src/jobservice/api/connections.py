@@ -19,6 +19,7 @@ import asyncio
 import logging
 import ssl
 import time
+from asyncio import sslproto
 from collections import Counter
 from collections.abc import Callable
 
@@ -113,13 +114,8 @@ class GatedServer(Server):
         peer = _peer(transport)
         connection = _Connection(self, peer)
         try:
-            tls_transport = await asyncio.get_running_loop().start_tls(
-                transport,
-                connection,
-                self._context,
-                server_side=True,
-                ssl_handshake_timeout=self.handshake_timeout,
-                ssl_shutdown_timeout=_SHUTDOWN_TIMEOUT,
+            tls_transport = await _start_tls(
+                transport, connection, self._context, handshake_timeout=self.handshake_timeout
             )
         except (OSError, EOFError) as exc:  # SSLError, the deadline's ConnectionAbortedError...
             # Debug only: a hostile network can make these as fast as it likes.
@@ -134,6 +130,51 @@ class GatedServer(Server):
         handler = Handler(self._mapping, self._codec, self._status_details_codec, self.__dispatch__)
         self._handlers.add(handler)
         return handler
+
+
+class _SSLProtocol(sslproto.SSLProtocol):
+    """asyncio's TLS protocol with a 64 KiB read buffer instead of 256 KiB.
+
+    The buffer is allocated per connection and was most of an idle connection's memory:
+    measured over 200 connections with a stream each, about 340 KB a connection with 256 KiB
+    and 145 KB with 64 KiB. jobd reads only small requests, so nothing is lost.
+    """
+
+    max_size = 64 * 1024
+
+
+async def _start_tls(
+    transport: asyncio.Transport,
+    protocol: asyncio.Protocol,
+    context: ssl.SSLContext,
+    *,
+    handshake_timeout: float,
+) -> asyncio.Transport | None:
+    """`loop.start_tls(server_side=True)` step for step as in Python 3.11, with _SSLProtocol."""
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    tls = _SSLProtocol(
+        loop,
+        protocol,
+        context,
+        waiter,
+        server_side=True,
+        call_connection_made=False,
+        ssl_handshake_timeout=handshake_timeout,  # type: ignore[arg-type]  # (typeshed: int)
+        ssl_shutdown_timeout=_SHUTDOWN_TIMEOUT,
+    )
+    transport.pause_reading()  # so that nothing reaches the TLS protocol before connection_made
+    transport.set_protocol(tls)
+    made = loop.call_soon(tls.connection_made, transport)
+    resumed = loop.call_soon(transport.resume_reading)
+    try:
+        await waiter
+    except BaseException:
+        transport.close()
+        made.cancel()
+        resumed.cancel()
+        raise
+    return tls._app_transport
 
 
 class _Accepted(asyncio.Protocol):

@@ -216,10 +216,6 @@ def serve(
         max_connections_per_user=max_connections_per_user,
     )
     _ensure_fd_limit(fds_needed(config))
-    # Under a file size limit (ulimit -f, systemd's LimitFSIZE) a log write past it would kill
-    # jobd with SIGXFSZ; ignored, the write fails with EFBIG, which the job's log handles like a
-    # full disk. Jobs get the default back (subprocess restores it).
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     asyncio.run(_serve(config))
 
 
