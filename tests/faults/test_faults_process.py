@@ -1,0 +1,129 @@
+"""jobd's own process under stress: SIGTERM mid-stream, and too few file descriptors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import resource
+import signal
+import socket
+import time
+from pathlib import Path
+
+from grpclib.const import Status
+from hostilehelp import launch, session_processes, wait_until
+from jobdhelp import Connect, JobdLauncher, read_output, status_of
+
+from jobservice.api.client import ConnectError, JobServiceStub
+from jobservice.api.server import ServerConfig
+from jobservice.api.v1 import jobservice_pb2 as pb
+from jobservice.cli.jobd.serve import fds_needed
+
+
+async def first_line(stub: JobServiceStub, job_id: int) -> int:
+    """The pid a job printed first (`echo $$`), read live from its Output stream."""
+    async with stub.Output.open() as stream:
+        await stream.send_message(pb.OutputRequest(job_id=job_id), end=True)
+        seen = b""
+        while b"\n" not in seen:
+            message = await asyncio.wait_for(stream.recv_message(), 10)
+            assert message is not None
+            seen += message.chunk.data
+        await stream.cancel()
+    return int(seen.split(b"\n")[0])
+
+
+async def test_sigterm_mid_stream_ends_every_stream_and_leaves_no_process(
+    jobd_launcher: JobdLauncher, connect: Connect
+) -> None:
+    server = jobd_launcher.start("--stop-grace", "1")
+    alice = await connect(server, "alice")
+    scripts = {
+        "chatty": "echo $$; exec yes job-output",  # streaming flat out when the signal comes
+        "tree": "echo $$; sleep 100 & (sleep 100 & wait) & wait",  # children and grandchildren
+        "stubborn": "trap '' TERM; echo $$; while :; do sleep 0.1; done",  # needs SIGKILL
+    }
+    jobs = {
+        name: (await alice.Start(pb.StartRequest(command="sh", args=["-c", script]))).job_id
+        for name, script in scripts.items()
+    }
+    leaders = {name: await first_line(alice, job_id) for name, job_id in jobs.items()}
+    assert all(session_processes(pid) for pid in leaders.values())
+    followers = {
+        name: asyncio.create_task(read_output(alice, job_id)) for name, job_id in jobs.items()
+    }
+    await asyncio.sleep(0.5)  # every stream is open and busy
+    began = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    outputs = {name: await asyncio.wait_for(task, 20) for name, task in followers.items()}
+    assert server.process.wait(20) == 0
+    assert time.monotonic() - began < 1 + 5 + 3  # stop grace, drain time, slack
+    finals = {name: output.final for name, output in outputs.items()}
+    assert None not in finals.values(), "each stream ends with its job's final status"
+    signals = {name: final.signal for name, final in finals.items() if final is not None}
+    assert signals == {"chatty": signal.SIGTERM, "tree": signal.SIGTERM, "stubborn": signal.SIGKILL}
+    for name, leader in leaders.items():  # a job leads its session: nothing of it is left
+        assert await wait_until(lambda: not session_processes(leader), 5), (  # noqa: B023
+            f"{name}: {session_processes(leader)} outlived jobd"
+        )
+    assert "Traceback" not in server.log
+
+
+async def test_jobd_raises_a_low_soft_descriptor_limit_to_what_it_needs(
+    jobd_launcher: JobdLauncher, tmp_path: Path
+) -> None:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    server = launch(jobd_launcher, wrapper=("prlimit", f"--nofile=256:{hard}", "--"))
+    limits = Path(f"/proc/{server.pid}/limits").read_text()
+    soft = int(re.search(r"Max open files\s+(\d+)", limits).group(1))  # type: ignore[union-attr]
+    needed = fds_needed(
+        ServerConfig(host="", port=0, ca=tmp_path, cert=tmp_path, key=tmp_path, data_dir=tmp_path)
+    )
+    assert soft == min(needed, hard)  # as far as needed, not to the hard limit (jobs inherit it)
+    assert ("file descriptor limit" in server.log) == (hard < needed)
+
+
+async def test_running_out_of_descriptors_is_survived(
+    jobd_launcher: JobdLauncher, connect: Connect
+) -> None:
+    server = launch(
+        jobd_launcher, "--handshake-timeout", "1", wrapper=("prlimit", "--nofile=48:48", "--")
+    )
+    server.wait_for_log(r"file descriptor limit 48 is below the \d+ the configured limits")
+    alice = await connect(server, "alice")
+    job_id = (await alice.Start(pb.StartRequest(command="sleep", args=["30"]))).job_id
+    host, port = server.target.rsplit(":", 1)
+    flood = []
+    try:
+        for _ in range(100):  # TCP connections that never start TLS: jobd runs out of fds
+            with contextlib.suppress(OSError):
+                flood.append(socket.create_connection((host, int(port)), timeout=5))
+        await asyncio.sleep(0.3)
+        # No descriptor for a new job's log, nor for a stream's reader: a clear answer, no crash.
+        start = await status_of(alice.Start(pb.StartRequest(command="true")))
+        output = await status_of(read_output(alice, job_id))
+        assert start == (
+            Status.UNAVAILABLE,
+            "cannot create the job's output log: Too many open files",
+        )
+        assert output == (
+            Status.UNAVAILABLE,
+            "the server is short of resources: Too many open files",
+        )
+    finally:
+        for sock in flood:
+            sock.close()
+    # Once the flood is gone (and the handshakes it started have timed out), all is well again.
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            stub = await connect(server, "alice")
+            new_job = (await stub.Start(pb.StartRequest(command="echo", args=["back"]))).job_id
+            break
+        except (ConnectError, OSError):
+            assert time.monotonic() < deadline, "jobd did not recover from the flood"
+            await asyncio.sleep(0.2)
+    assert (await read_output(stub, new_job)).data() == b"back\n"
+    assert server.process.poll() is None
+    assert "internal error" not in server.log
