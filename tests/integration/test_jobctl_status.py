@@ -78,14 +78,14 @@ def test_who_sees_what(ctl: Jobctl) -> None:
     assert results[3].stderr == "Job '123456789' not found.\n"
 
 
-def test_status_needs_no_cryptography(ctl: Jobctl) -> None:
-    """A good client certificate is checked by OpenSSL alone: no 20 ms cryptography import."""
+def test_plain_status_needs_neither_click_nor_cryptography(ctl: Jobctl) -> None:
+    """The polling hot path: no click (quick.py), no cryptography (OpenSSL checks our key)."""
     job = _ended(ctl, "true")
     code = (
         "import sys\n"
         "from jobservice.cli.jobctl import main\n"
         f"code = main(['status', '{job}'])\n"
-        "print(code, sorted(m for m in sys.modules if m.startswith('cryptography')))"
+        "print(code, sorted({m.split('.')[0] for m in sys.modules} & {'click', 'cryptography'}))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code],
@@ -96,3 +96,25 @@ def test_status_needs_no_cryptography(ctl: Jobctl) -> None:
         timeout=60,
     )
     assert done.stdout == f"Job '{job}': Exited: 0\n0 []\n", done.stderr
+
+
+def test_plain_and_click_paths_answer_alike(ctl: Jobctl) -> None:
+    """`status N` runs without click, `status -- N` through click: same bytes, same status."""
+    ended, failed = _ended(ctl, "true"), _ended(ctl, "sh", "-c", "exit 3")
+    running = ctl.start("sleep", "10000")
+    charlies = ctl.start("true", user="charlie")
+    cases: list[tuple[str, ...]] = [
+        (str(ended),),
+        (str(failed), "--json"),
+        (str(running),),
+        (str(charlies),),  # not alice's: the answer for a job that does not exist
+        ("123456789", "--json"),
+    ]
+    plain = ctl.many([("status", *case) for case in cases])
+    clicked = ctl.many([("status", *case[1:], "--", case[0]) for case in cases])
+    down = [ctl("-s", "127.0.0.1:1", *line) for line in (("status", "0"), ("status", "--", "0"))]
+    ctl("stop", str(running))
+    for one, other in [*zip(plain, clicked, strict=True), tuple(down)]:
+        assert (one.code, one.out, one.err) == (other.code, other.out, other.err), (one, other)
+    assert [r.code for r in plain] == [0, 0, 0, 3, 3]
+    assert down[0].code == 5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -11,12 +12,16 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from jobservice.api.client import ConnectError, ConnectFailure
 from jobservice.api.v1 import jobservice_pb2 as pb
+from jobservice.cli.jobctl import status
 from jobservice.cli.jobctl.app import VERBS, cli
-from jobservice.cli.jobctl.config import config_path, parse_server, resolve
+from jobservice.cli.jobctl.config import Globals, config_path, parse_server, resolve
 from jobservice.cli.jobctl.exitcodes import CliError, ExitCode, from_exception
+from jobservice.cli.jobctl.quick import parse_plain
 from jobservice.cli.jobctl.render import JobView, job_json, list_table, status_line
 from jobservice.cli.jobctl.start import JobSpec
 
@@ -268,3 +273,130 @@ def test_help_lists_each_verb_as_its_own_docstring_does(width: int) -> None:
         listings.append(formatter.getvalue())
     assert listings[0] == listings[1]
     assert all(name in listings[0] for name in ("list", "output", "run", "start", "status", "stop"))
+
+
+# The plain `status` line (quick.py) must read every line it accepts exactly as click does.
+_CERT, _DIR = __file__, str(Path(__file__).parent)  # a readable file, a directory
+_MISSING = str(Path(__file__).with_name("missing.pem"))
+_OPTIONS = ["-s", "--server", "-u", "--user", "-c", "--cert", "-k", "--key", "--ca", "--profile"]
+_VALUES = ["127.0.0.1:1", "alice", _CERT, _DIR, _MISSING, "", "-x", "status", "--json", "a=b"]
+_ODD = ["-h", "--help", "-V", "--version", "--", "-", "--bogus", "-s=h:1", "-sh:1", "-c" + _CERT]
+_TAIL = ["0", "7", "007", "x", " 5", "\u00b2", "\u0663", "-1", "--json", "--json=1", "--", "-h"]
+
+
+def _click_reading(args: Sequence[str]) -> tuple[Globals, int, bool] | None:
+    """What `jobctl status` receives when click parses `args`; None if it is not run cleanly."""
+    seen: list[tuple[Globals, int, bool]] = []
+
+    def record(given: Globals, job_id: int, *, as_json: bool) -> int:
+        seen.append((given, job_id, as_json))
+        return 0
+
+    with pytest.MonkeyPatch.context() as patch:  # the command's action, not its parsing
+        patch.setattr(status, "settings_of", lambda ctx: ctx.find_object(Globals))
+        patch.setattr(status, "show_status", record)
+        try:
+            code = cli.main(args=list(args), prog_name="jobctl", standalone_mode=False)
+        except Exception:
+            return None
+    return seen[0] if code == 0 and len(seen) == 1 else None
+
+
+_GOOD_VALUES = ["127.0.0.1:1", "alice", _CERT, _MISSING, "a=b", "status"]
+_option_words = st.one_of(
+    st.tuples(st.sampled_from(_OPTIONS), st.sampled_from(_VALUES)).map(list),
+    st.builds(lambda o, v: [f"{o}={v}"], st.sampled_from(_OPTIONS), st.sampled_from(_VALUES)),
+    st.sampled_from(_ODD).map(lambda word: [word]),
+)
+_good_option_words = st.one_of(
+    st.tuples(st.sampled_from(_OPTIONS), st.sampled_from(_GOOD_VALUES)).map(list),
+    st.builds(
+        lambda o, v: [f"{o}={v}"],
+        st.sampled_from([o for o in _OPTIONS if o.startswith("--")]),
+        st.sampled_from(_GOOD_VALUES),
+    ),
+)
+
+
+def _line(options: list[list[str]], verb: list[str], tail: list[str]) -> list[str]:
+    return [word for option in options for word in option] + verb + tail
+
+
+_lines = st.one_of(
+    # Mostly plain lines, the ones the quick path must get right...
+    st.builds(
+        _line,
+        st.lists(_good_option_words, max_size=5),
+        st.just(["status"]),
+        st.lists(st.sampled_from(["7", "007", "--json"]), min_size=1, max_size=3),
+    ),
+    # ...and lines near them, which it must either read as click does or leave to click.
+    st.builds(
+        _line,
+        st.lists(_option_words, max_size=4),
+        st.sampled_from([["status"], ["status"], ["stop"], ["list"], []]),
+        st.lists(st.sampled_from(_TAIL), max_size=4),
+    ),
+    st.lists(st.sampled_from([*_OPTIONS, *_VALUES, *_ODD, *_TAIL, "status"]), max_size=8),
+)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(args=_lines)
+def test_a_plain_status_line_is_read_as_click_reads_it(args: list[str]) -> None:
+    plain = parse_plain(args, {})
+    if plain is not None:
+        assert _click_reading(args) == (plain.given, plain.job_id, plain.as_json)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["status", "5"],
+        ["-s", "h:1", "status", "--json", "5"],
+        ["--server=h:1", "-c", _CERT, "-u", "alice", "status", "007", "--json", "--json"],
+        [
+            "-c",
+            _MISSING,
+            "--ca",
+            _CERT,
+            "--profile",
+            "ops",
+            "-s",
+            "a:1",
+            "-s",
+            "b:2",
+            "status",
+            "0",
+        ],
+    ],
+)
+def test_plain_status_lines(args: list[str]) -> None:
+    plain = parse_plain(args, {})
+    assert plain is not None
+    assert _click_reading(args) == (plain.given, plain.job_id, plain.as_json)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["status", "--", "5"],
+        ["status", "5", "-h"],
+        ["status", "5", "6"],
+        ["status", "\u00b2"],  # str.isdigit, but not a number click's JOB_ID takes
+        ["status"],
+        ["list"],
+        ["-c", _DIR, "status", "5"],  # click refuses a directory
+        ["-s", "status"],
+        ["-sh:1", "status", "5"],
+        ["-s", "-x", "status", "5"],
+        ["--server=", "status", "5"],
+        ["--version", "status", "5"],
+    ],
+)
+def test_other_lines_are_left_to_click(args: list[str]) -> None:
+    assert parse_plain(args, {}) is None
+
+
+def test_shell_completion_is_left_to_click() -> None:
+    assert parse_plain(["status", "5"], {"_JOBCTL_COMPLETE": "bash_complete"}) is None

@@ -1,9 +1,11 @@
-"""jobctl: the command-line client of jobd; `main` is the console script (the click app: app.py)."""
+"""jobctl, the command-line client of jobd: `main` is the console script, app.py the click app."""
 
 from __future__ import annotations
 
 import atexit
 import gc
+import os
+import sys
 
 __all__ = ["PROGRAM_GC_THRESHOLD", "main"]
 
@@ -33,6 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     """
     if argv is None:
         _collect_as_a_short_lived_program()
-    from jobservice.cli.jobctl.app import run  # noqa: PLC0415 (click after the tuning above)
+    # Imported here, after the tuning; the plain `status` line needs no click at all.
+    from jobservice.cli.jobctl.quick import parse_plain  # noqa: PLC0415
+
+    plain = parse_plain(sys.argv[1:] if argv is None else argv, os.environ)
+    if plain is not None:
+        from jobservice.cli.jobctl.outcome import conclude  # noqa: PLC0415
+
+        return conclude(plain.run)
+    from jobservice.cli.jobctl.app import run  # noqa: PLC0415
 
     return run(argv)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import importlib
-import os
-import sys
 
 import click
 
 from jobservice import __version__
 from jobservice.cli.jobctl.config import DEFAULT_SERVER, Globals
-from jobservice.cli.jobctl.exitcodes import CliError, ExitCode
+from jobservice.cli.jobctl.exitcodes import ExitCode
+from jobservice.cli.jobctl.outcome import conclude
 
 __all__ = ["VERBS", "LazyGroup", "cli", "run"]
 
@@ -125,37 +124,17 @@ def cli(
     ctx.obj = Globals(server, user, cert, key, ca, profile)
 
 
-def _quiet_stdout() -> None:
-    """stdout's reader has gone (`| head`): point stdout at /dev/null so the exit flush is quiet.
-
-    This is the recipe from the Python docs' "Note on SIGPIPE".
-    """
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-
-
 def run(argv: list[str] | None) -> int:
     """Run jobctl on `argv` (None: `sys.argv`) and return its exit status; no tracebacks."""
+    return conclude(lambda: _run_click(argv))
+
+
+def _run_click(argv: list[str] | None) -> int:
     try:
         code = cli.main(args=argv, prog_name="jobctl", standalone_mode=False)
-        sys.stdout.flush()
-    except CliError as exc:
-        if exc.code is ExitCode.BROKEN_PIPE:
-            _quiet_stdout()
-        elif exc.message:
-            click.echo(exc.message, err=True)
-        return int(exc.code)
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except (click.Abort, KeyboardInterrupt):
+    except click.Abort:
         return int(ExitCode.INTERRUPTED)
-    except BrokenPipeError:
-        _quiet_stdout()
-        return int(ExitCode.BROKEN_PIPE)
-    except Exception as exc:  # a bug in jobctl: still one readable line, unless debugging
-        if os.environ.get("JOBCTL_DEBUG"):
-            raise
-        click.echo(f"jobctl: internal error: {exc!r} (JOBCTL_DEBUG=1 shows details)", err=True)
-        return int(ExitCode.INTERNAL)
     return code if isinstance(code, int) else 0

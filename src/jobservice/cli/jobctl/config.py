@@ -24,11 +24,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import click
+from typing import TYPE_CHECKING, Any
 
 from jobservice.cli.jobctl.exitcodes import CliError, ExitCode
+
+if TYPE_CHECKING:
+    import click
 
 __all__ = [
     "DEFAULT_PORT",
@@ -40,6 +41,7 @@ __all__ = [
     "config_path",
     "parse_server",
     "resolve",
+    "settings_from",
     "settings_of",
 ]
 
@@ -255,6 +257,11 @@ def settings_of(ctx: click.Context) -> Settings:
     given = ctx.find_object(Globals)
     if given is None:  # a verb invoked without the group (only in tests of the verb alone)
         given = Globals(None, None, None, None, None, None)
+    return settings_from(given)
+
+
+def settings_from(given: Globals) -> Settings:
+    """Resolve the connection settings from the global options as given (flags > env > profile)."""
     flags = {
         "server": given.server,
         "user": given.user,

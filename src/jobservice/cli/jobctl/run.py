@@ -14,9 +14,9 @@ from jobservice.cli.jobctl.config import settings_of
 from jobservice.cli.jobctl.connect import call
 from jobservice.cli.jobctl.output import Sink, follow, warn_if_truncated
 from jobservice.cli.jobctl.params import env_dir_options, stream_options
+from jobservice.cli.jobctl.quick import job_status
 from jobservice.cli.jobctl.render import JobView
 from jobservice.cli.jobctl.start import JobSpec, start_job
-from jobservice.cli.jobctl.status import job_status
 from jobservice.cli.jobctl.stop import stop_job
 
 if TYPE_CHECKING:
