@@ -94,7 +94,11 @@ async def test_concurrent_output_streams_all_get_every_byte(
     connections: int,
     size: int,
 ) -> None:
-    server = jobd_launcher.start(f"--max-streams={streams}", f"--max-streams-per-user={streams}")
+    server = jobd_launcher.start(
+        f"--max-streams={streams}",
+        f"--max-streams-per-user={streams}",
+        f"--max-connections-per-user={connections + 1}",
+    )
     go = tmp_path / "go"
     # Half the output before the streams open (read back from the log), half live after.
     script = (

@@ -152,6 +152,15 @@ async def _start_tls(
 ) -> asyncio.Transport | None:
     """`loop.start_tls(server_side=True)` step for step as in Python 3.11, with _SSLProtocol."""
     loop = asyncio.get_running_loop()
+    if not isinstance(loop, asyncio.BaseEventLoop):  # another loop (uvloop) has its own TLS
+        return await loop.start_tls(
+            transport,
+            protocol,
+            context,
+            server_side=True,
+            ssl_handshake_timeout=handshake_timeout,
+            ssl_shutdown_timeout=_SHUTDOWN_TIMEOUT,
+        )
     waiter = loop.create_future()
     tls = _SSLProtocol(
         loop,
