@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
+from grpclib.const import Status
 from hostilehelp import fd_count, rss_kib, wait_until
-from jobdhelp import Connect, Jobd, JobdLauncher, read_output
+from jobdhelp import Connect, Jobd, JobdLauncher, read_output, status_of
 
 from jobservice.api.client import JobServiceStub
 from jobservice.api.v1 import jobservice_pb2 as pb
@@ -231,3 +232,16 @@ async def test_a_burst_of_jobs_all_start_run_and_are_reaped(
     assert {job.exit_code for job in listed} == {0}
     assert children(server.pid) == [], "every job process was reaped"
     assert await wait_until(lambda: fd_count(server.pid) <= fds, 10), "descriptors leaked"
+
+
+async def test_the_running_jobs_limit_over_all_users(
+    jobd_launcher: JobdLauncher, connect: Connect
+) -> None:
+    server = jobd_launcher.start("--max-jobs=2")
+    alice, charlie = await connect(server, "alice"), await connect(server, "charlie")
+    first = (await alice.Start(pb.StartRequest(command="sleep", args=["30"]))).job_id
+    await charlie.Start(pb.StartRequest(command="sleep", args=["30"]))
+    answer = await status_of(charlie.Start(pb.StartRequest(command="true")))
+    assert answer == (Status.RESOURCE_EXHAUSTED, "2 jobs are already running (the limit)")
+    await alice.Stop(pb.StopRequest(job_id=first))
+    await charlie.Start(pb.StartRequest(command="true"))  # a place is free again
