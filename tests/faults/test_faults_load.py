@@ -190,7 +190,7 @@ async def test_clients_that_vanish_mid_stream_leave_nothing_behind(
         after.append(rss_kib(server.pid) - rss)
     print(f"\n{rounds} x {clients} vanished clients: jobd RSS +{after} KiB, fds back to {fds}")
     # About 145 KB a connection while they lived, kept by the allocator for the next ones...
-    assert after[0] < clients * 200
+    assert after[0] < clients * 250
     # ...and reused by them: more rounds of the same load do not grow jobd.
     assert after[-1] - after[0] < 16 * 1024
     server.wait_for_log(r"audit user=alice rpc=Output job=0 result=CANCELLED")

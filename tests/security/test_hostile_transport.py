@@ -28,6 +28,7 @@ from jobdhelp import Connect, JobdLauncher, credentials, read_output, status_of
 
 from jobservice.api.client import ConnectError, ConnectFailure, close_channel, open_channel
 from jobservice.api.connections import RESET_BURST
+from jobservice.api.server import JobServer, ServerConfig
 from jobservice.api.v1 import jobservice_pb2 as pb
 
 MIB = 1 << 20
@@ -287,3 +288,36 @@ async def test_output_streams_per_user_are_limited(
         assert [message async for message in stream][-1].HasField("final_status")
         await stream.__aexit__(None, None, None)
     assert (await read_output(alice, job_id)).final is not None
+
+
+async def test_failed_handshakes_leave_nothing_behind(pki: Path, tmp_path: Path) -> None:
+    """In process, to see the server's own bookkeeping: a flood of bad handshakes is forgotten."""
+    config = ServerConfig(
+        host="127.0.0.1",
+        port=0,
+        ca=pki / "ca.pem",
+        cert=pki / "server.pem",
+        key=pki / "server.key",
+        data_dir=tmp_path,
+        handshake_timeout=0.5,
+    )
+    server = JobServer(config)
+    host, port = await server.start()
+    grpc = server._grpc
+    try:
+        for _ in range(50):  # plaintext, garbage, and silence: three ways to fail a handshake
+            for payload in (b"GET / HTTP/1.1\r\n\r\n", b"\x16\x03\x01\x00\x01\x00", b""):
+                _, writer = await asyncio.open_connection(host, port)
+                writer.write(payload)
+                writer.close()
+        await asyncio.sleep(1.0)  # past the handshake timeout
+        creds = credentials(pki, "alice")
+        channel = await open_channel(f"{host}:{port}", ca=creds.ca, cert=creds.cert, key=creds.key)
+        await close_channel(channel)
+        await asyncio.sleep(0.2)
+        grpc.__gc_collect__()
+        assert not grpc.handshakes
+        assert not grpc.connections
+        assert len(grpc._handlers) <= 1, f"{len(grpc._handlers)} handlers kept"
+    finally:
+        await server.shutdown()

@@ -120,9 +120,10 @@ class GatedServer(Server):
         except (OSError, EOFError) as exc:  # SSLError, the deadline's ConnectionAbortedError...
             # Debug only: a hostile network can make these as fast as it likes.
             log.debug("TLS handshake with %s failed: %s", peer, exc)
+            tls_transport = None
+        if tls_transport is None or tls_transport.is_closing():  # failed, or the peer left
+            connection.handler.close()  # else the server would keep its handler forever
             return
-        if tls_transport is None or tls_transport.is_closing():
-            return  # the peer left between the handshake and now
         connection.connection_made(tls_transport)
 
     def new_handler(self) -> Handler:
