@@ -78,14 +78,15 @@ def test_who_sees_what(ctl: Jobctl) -> None:
     assert results[3].stderr == "Job '123456789' not found.\n"
 
 
-def test_plain_status_needs_neither_click_nor_cryptography(ctl: Jobctl) -> None:
-    """The polling hot path: no click (quick.py), no cryptography (OpenSSL checks our key)."""
+def test_plain_status_imports_no_more_than_it_needs(ctl: Jobctl) -> None:
+    """The polling hot path loads no click, no cryptography, and no json without --json."""
     job = _ended(ctl, "true")
     code = (
         "import sys\n"
         "from jobservice.cli.jobctl import main\n"
         f"code = main(['status', '{job}'])\n"
-        "print(code, sorted({m.split('.')[0] for m in sys.modules} & {'click', 'cryptography'}))"
+        "loaded = {m.split('.')[0] for m in sys.modules}\n"
+        "print(code, sorted(loaded & {'click', 'cryptography', 'json'}))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code],
