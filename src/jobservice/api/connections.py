@@ -4,8 +4,8 @@ Every TCP connection goes through three steps, each bounded:
 
 1. accept: counted at once against `max_connections` (handshakes included), and refused with no
    crypto work when the server is full;
-2. TLS handshake, run here with `loop.start_tls` so that its end, good or bad, is always seen,
-   within `handshake_timeout` seconds;
+2. TLS handshake (`handshake.start_tls`), awaited here so that its end, good or bad, is always
+   seen, within `handshake_timeout` seconds;
 3. the gate: the negotiated session is checked against the policy, and the certificate's user
    against `max_connections_per_user`, before any HTTP/2 byte is processed; then grpclib serves
    it until the peer leaves, until it has had no open stream for `idle_timeout` seconds, or until
@@ -18,18 +18,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-import time
-from asyncio import sslproto
 from collections import Counter
-from collections.abc import Callable
 
-from grpclib.protocol import EventsProcessor, H2Protocol
-from grpclib.protocol import Stream as H2Stream
+from grpclib.protocol import H2Protocol
 from grpclib.server import Handler, Server
 from h2.errors import ErrorCodes
-from h2.events import StreamReset
 
 from jobservice.api.dispatch import quote_field
+from jobservice.api.h2guard import RESET_BURST, RESET_RATE, ResetBudget, WatchedProcessor
+from jobservice.api.handshake import start_tls
 from jobservice.security import tls
 from jobservice.security.errors import AuthenticationError, TLSPolicyError
 from jobservice.security.identity import identity_from_connection
@@ -41,13 +38,6 @@ log = logging.getLogger("jobservice.server")
 # Application bytes that may arrive between the end of a handshake and the gate's decision (the
 # client's HTTP/2 preface and first requests); a peer that sends more is not a gRPC client.
 _EARLY_DATA_LIMIT = 1 << 20
-# How long a TLS close_notify exchange may take before the socket is simply dropped: a peer that
-# stops reading must not hold a closed connection's socket for asyncio's default 30 s.
-_SHUTDOWN_TIMEOUT = 5.0
-# Streams a client may reset while the server still works on them: a burst, then a steady rate.
-# A client cancelling its own calls resets a few; thousands a second is an attack.
-RESET_BURST = 200
-RESET_RATE = 50.0  # per second
 # The user a certificate without a usable identity is counted as (it gets UNAUTHENTICATED).
 _NO_IDENTITY = "-"
 
@@ -114,7 +104,7 @@ class GatedServer(Server):
         peer = _peer(transport)
         connection = _Connection(self, peer)
         try:
-            tls_transport = await _start_tls(
+            tls_transport = await start_tls(
                 transport, connection, self._context, handshake_timeout=self.handshake_timeout
             )
         except (OSError, EOFError) as exc:  # SSLError, the deadline's ConnectionAbortedError...
@@ -133,60 +123,6 @@ class GatedServer(Server):
         return handler
 
 
-class _SSLProtocol(sslproto.SSLProtocol):
-    """asyncio's TLS protocol with a 64 KiB read buffer instead of 256 KiB.
-
-    The buffer is allocated per connection and was most of an idle connection's memory:
-    measured over 200 connections with a stream each, about 340 KB a connection with 256 KiB
-    and 145 KB with 64 KiB. jobd reads only small requests, so nothing is lost.
-    """
-
-    max_size = 64 * 1024
-
-
-async def _start_tls(
-    transport: asyncio.Transport,
-    protocol: asyncio.Protocol,
-    context: ssl.SSLContext,
-    *,
-    handshake_timeout: float,
-) -> asyncio.Transport | None:
-    """`loop.start_tls(server_side=True)` step for step as in Python 3.11, with _SSLProtocol."""
-    loop = asyncio.get_running_loop()
-    if not isinstance(loop, asyncio.BaseEventLoop):  # another loop (uvloop) has its own TLS
-        return await loop.start_tls(
-            transport,
-            protocol,
-            context,
-            server_side=True,
-            ssl_handshake_timeout=handshake_timeout,
-            ssl_shutdown_timeout=_SHUTDOWN_TIMEOUT,
-        )
-    waiter = loop.create_future()
-    tls = _SSLProtocol(
-        loop,
-        protocol,
-        context,
-        waiter,
-        server_side=True,
-        call_connection_made=False,
-        ssl_handshake_timeout=handshake_timeout,  # type: ignore[arg-type]  # (typeshed: int)
-        ssl_shutdown_timeout=_SHUTDOWN_TIMEOUT,
-    )
-    transport.pause_reading()  # so that nothing reaches the TLS protocol before connection_made
-    transport.set_protocol(tls)
-    made = loop.call_soon(tls.connection_made, transport)
-    resumed = loop.call_soon(transport.resume_reading)
-    try:
-        await waiter
-    except BaseException:
-        transport.close()
-        made.cancel()
-        resumed.cancel()
-        raise
-    return tls._app_transport
-
-
 class _Accepted(asyncio.Protocol):
     """A TCP connection before TLS: it only tells the server that it exists."""
 
@@ -196,51 +132,6 @@ class _Accepted(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._server.accept(transport)
-
-
-class _WatchedProcessor(EventsProcessor):
-    """grpclib's HTTP/2 event processor, reporting open-stream counts and client resets."""
-
-    def __init__(
-        self,
-        *args: object,
-        on_change: Callable[[int], None],
-        on_reset: Callable[[], None],
-    ) -> None:
-        super().__init__(*args)  # type: ignore[arg-type]
-        self._on_change = on_change
-        self._on_reset = on_reset
-
-    def register(self, stream: H2Stream) -> Callable[[], None]:
-        release = super().register(stream)
-        self._on_change(len(self.streams))
-
-        def release_and_count() -> None:
-            release()
-            self._on_change(len(self.streams))
-
-        return release_and_count
-
-    def process_stream_reset(self, event: StreamReset) -> None:
-        if event.remote_reset and event.stream_id in self.streams:
-            self._on_reset()  # a stream the server was still working on
-        super().process_stream_reset(event)
-
-
-class _ResetBudget:
-    """A token bucket of client stream resets: `RESET_BURST` at once, `RESET_RATE` per second."""
-
-    def __init__(self) -> None:
-        self._tokens = float(RESET_BURST)
-        self._at = time.monotonic()
-
-    def spend(self) -> bool:
-        """Take one reset; False once the client is over its budget."""
-        now = time.monotonic()
-        self._tokens = min(RESET_BURST, self._tokens + (now - self._at) * RESET_RATE)
-        self._at = now
-        self._tokens -= 1
-        return self._tokens >= 0
 
 
 class _Connection(H2Protocol):
@@ -263,7 +154,7 @@ class _Connection(H2Protocol):
         self._owner = server
         self._peer = peer
         self._early: bytearray | None = bytearray()
-        self._resets = _ResetBudget()
+        self._resets = ResetBudget()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -279,7 +170,7 @@ class _Connection(H2Protocol):
         self._owner.connections.add(self)
         self._owner.users[self.user] += 1
         super().connection_made(transport)
-        self.processor = _WatchedProcessor(
+        self.processor = WatchedProcessor(
             self.handler,
             self.connection,
             on_change=self._streams_changed,
