@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	@# Bytecode now: where PYTHONDONTWRITEBYTECODE is set, every cold start would recompile.
+	$(PY) -m compileall -q src
 	touch $@
 
 # Lint first: CI runs only `make test`, so types, style and generated code are checked there too.
@@ -63,6 +65,7 @@ demo: dev
 
 bench: dev
 	$(PY) -m pip install --quiet matplotlib
+	$(PY) -m compileall -q src
 	$(PY) bench/run.py
 
 clean:
