@@ -1,20 +1,30 @@
-"""The job library: spawn processes, track them, record their output, serve subscribers."""
+"""The job library: spawn processes, track them, record their output, serve subscribers.
 
-from jobservice.core.coordinator import JobCoordinator
-from jobservice.core.errors import (
-    CommandNotExecutable,
-    CommandNotFound,
-    CoordinatorClosed,
-    DirectoryNotFound,
-    InvalidRequest,
-    JobError,
-    JobNotFound,
-    JobNotRunning,
-    LimitExceeded,
-    SpawnFailed,
-)
-from jobservice.core.model import Chunk, ExitStatus, JobInfo, JobState, Limits, Stream
-from jobservice.core.subscription import Subscription
+Names load on first use (PEP 562), so a client that needs only the records and errors (jobctl
+formats `ExitStatus`) does not import the coordinator, subprocess and friends at start-up.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jobservice.core.coordinator import JobCoordinator
+    from jobservice.core.errors import (
+        CommandNotExecutable,
+        CommandNotFound,
+        CoordinatorClosed,
+        DirectoryNotFound,
+        InvalidRequest,
+        JobError,
+        JobNotFound,
+        JobNotRunning,
+        LimitExceeded,
+        SpawnFailed,
+    )
+    from jobservice.core.model import Chunk, ExitStatus, JobInfo, JobState, Limits, Stream
+    from jobservice.core.subscription import Subscription
 
 __all__ = [
     "Chunk",
@@ -36,3 +46,34 @@ __all__ = [
     "Stream",
     "Subscription",
 ]
+
+# Which submodule defines each public name (tests/unit/test_core_package.py keeps it whole).
+_HOMES = {
+    "JobCoordinator": "coordinator",
+    "Subscription": "subscription",
+    **dict.fromkeys(["Chunk", "ExitStatus", "JobInfo", "JobState", "Limits", "Stream"], "model"),
+    **dict.fromkeys(
+        [
+            "CommandNotExecutable",
+            "CommandNotFound",
+            "CoordinatorClosed",
+            "DirectoryNotFound",
+            "InvalidRequest",
+            "JobError",
+            "JobNotFound",
+            "JobNotRunning",
+            "LimitExceeded",
+            "SpawnFailed",
+        ],
+        "errors",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import signal
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+from jobservice.core.model import ExitStatus
 
 if TYPE_CHECKING:
     from google.protobuf.timestamp_pb2 import Timestamp
@@ -65,30 +66,25 @@ class JobView:
         )
 
     @property
-    def shell_code(self) -> int | None:
-        """The exit status a shell would report: the code, or 128 + the signal number."""
+    def exit(self) -> ExitStatus | None:
+        """How the job ended, as the library reports it; None while it runs."""
         if self.running:
             return None
-        if self.signal is not None:
-            return 128 + self.signal
-        return self.exit_code if self.exit_code is not None else 0
+        return ExitStatus(code=self.exit_code, signal=self.signal)
+
+    @property
+    def shell_code(self) -> int | None:
+        """The exit status a shell would report: the code, or 128 + the signal number."""
+        return None if self.exit is None else self.exit.shell_code
 
     @property
     def signal_name(self) -> str | None:
-        if self.signal is None:
-            return None
-        try:
-            return signal.Signals(self.signal).name
-        except ValueError:
-            return f"SIG{self.signal}"
+        return None if self.exit is None else self.exit.signal_name
 
 
 def exit_text(job: JobView) -> str:
     """`0`, `3`, or `143 (SIGTERM)`; empty while the job runs."""
-    if job.running:
-        return ""
-    name = job.signal_name
-    return f"{job.shell_code} ({name})" if name else str(job.shell_code)
+    return "" if job.exit is None else str(job.exit)
 
 
 def status_line(job: JobView) -> str:
