@@ -116,5 +116,5 @@ def command(ctx: click.Context, *, job_id: int, streams: str, offset: int) -> in
     async def body(stub: JobServiceStub) -> JobView | None:
         return await follow(stub, job_id, streams, sink, server=settings.server)
 
-    warn_if_truncated(call(settings, body, job=job_id))
+    warn_if_truncated(call(settings, body, job=job_id, streaming=True))
     return 0

@@ -133,4 +133,4 @@ def command(
     async def body(stub: JobServiceStub) -> int:
         return await _run(stub, spec, streams, settings.server)
 
-    return call(settings, body)
+    return call(settings, body, streaming=True)
