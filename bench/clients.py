@@ -16,9 +16,9 @@ import json
 import resource
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from grpclib.client import Channel
 
@@ -27,6 +27,8 @@ from jobservice.api.client import JobServiceStub, open_channel
 from jobservice.api.v1 import jobservice_pb2 as pb
 
 __all__ = ["PRINTER", "LineClock", "printer_argv"]
+
+T = TypeVar("T")
 
 # A job that prints time.time_ns() on a line every GAP seconds, flushing each line.
 PRINTER = """
@@ -129,12 +131,22 @@ async def stall(target: str, pki: Path, size: int) -> None:
         await asyncio.sleep(3600)  # bounded; the benchmark ends this process long before
 
 
+def _run_streaming(main: Coroutine[Any, Any, T]) -> T:
+    """Run a follower's loop as `jobctl output` runs it: on uvloop (when installed)."""
+    try:
+        import uvloop  # noqa: PLC0415
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
 def main(argv: list[str]) -> None:
     role, target, pki = argv[0], argv[1], Path(argv[2])
     if role == "follow":
-        result = asyncio.run(follow(target, pki, int(argv[3])))
+        result = _run_streaming(follow(target, pki, int(argv[3])))
     elif role == "latency":
-        result = asyncio.run(latency(target, pki, int(argv[3]), float(argv[4])))
+        result = _run_streaming(latency(target, pki, int(argv[3]), float(argv[4])))
     else:
         asyncio.run(stall(target, pki, int(argv[3])))
         return

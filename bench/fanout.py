@@ -46,7 +46,8 @@ def run(ctx: Context) -> Section:
     section.commands = [
         f"job: head -c {size} /dev/zero (started over one connection)",
         f"followers: python -m bench.clients follow TARGET PKI N/{_PROCESSES}"
-        f"   # {_PROCESSES} processes, one mTLS connection and Output call per follower",
+        f"   # {_PROCESSES} processes on uvloop (as jobctl output), one mTLS connection and "
+        "Output call per follower",
     ]
     section.notes += [
         f"Followers run in {_PROCESSES} client processes on the same cores as jobd; the "
