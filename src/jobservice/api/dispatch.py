@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from google.protobuf.message import DecodeError, Message
 from grpclib.server import Stream
@@ -120,7 +120,8 @@ class JobService(JobServiceBase):
                 responses = self._servicer.output(caller, request)
                 async with contextlib.aclosing(responses):
                     async for response in responses:
-                        await stream.send_message(response)
+                        # An EncodedMessage passes through the server's PassThroughCodec.
+                        await stream.send_message(cast(pb.OutputResponse, response))
 
     @property
     def open_streams(self) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 from grpclib.config import Configuration
 
 from jobservice.api.authz import Authorizer
+from jobservice.api.codec import PassThroughCodec
 from jobservice.api.connections import GatedServer
 from jobservice.api.dispatch import (
     DEFAULT_MAX_REQUEST_BYTES,
@@ -103,6 +104,7 @@ class JobServer:
         )
         self._grpc = GatedServer(
             [self.service],
+            codec=PassThroughCodec(),
             config=Configuration(
                 http2_connection_window_size=_INBOUND_CONNECTION_WINDOW,
                 http2_stream_window_size=_INBOUND_STREAM_WINDOW,

@@ -49,11 +49,14 @@ class JobServicer:
 
     async def output(
         self, caller: Identity, request: pb.OutputRequest
-    ) -> AsyncGenerator[pb.OutputResponse, None]:
-        """Every chunk from the requested offset, live to the end, then the final status."""
+    ) -> AsyncGenerator[pb.OutputResponse | convert.EncodedMessage, None]:
+        """Every chunk from the requested offset, live to the end, then the final status.
+
+        Chunks come already encoded (the bulk of jobd's work while streaming otherwise).
+        """
         streams = convert.selection_from_proto(request.streams)
         async with self._coord.subscribe(request.job_id, streams, request.offset) as output:
             async for chunk in output:
-                yield convert.output_chunk_response(chunk)
+                yield convert.encode_output_chunk(chunk)
         final = await self._coord.wait(request.job_id)
         yield pb.OutputResponse(final_status=convert.info_to_proto(final))
