@@ -27,9 +27,9 @@ from h2.errors import ErrorCodes
 from jobservice.api.dispatch import quote_field
 from jobservice.api.h2guard import RESET_BURST, RESET_RATE, ResetBudget, WatchedProcessor
 from jobservice.api.handshake import start_tls
+from jobservice.api.peer import connection_identity
 from jobservice.security import tls
 from jobservice.security.errors import AuthenticationError, TLSPolicyError
-from jobservice.security.identity import identity_from_connection
 
 __all__ = ["GatedServer"]
 
@@ -192,7 +192,7 @@ class _Connection(H2Protocol):
         except TLSPolicyError as exc:
             return str(exc)
         try:
-            self.user = identity_from_connection(ssl_object).user
+            self.user = connection_identity(ssl_object).user
         except AuthenticationError:
             self.user = _NO_IDENTITY  # served, to be answered UNAUTHENTICATED call by call
         limit = self._owner.max_connections_per_user

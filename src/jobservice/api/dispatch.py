@@ -24,12 +24,13 @@ from grpclib.server import Stream
 
 from jobservice.api.authz import RULES, Authorizer
 from jobservice.api.errors import ServiceUnavailable, to_grpc_error
+from jobservice.api.peer import connection_identity
 from jobservice.api.servicer import JobServicer
 from jobservice.api.v1 import jobservice_pb2 as pb
 from jobservice.api.v1.jobservice_grpc import JobServiceBase
 from jobservice.core import InvalidRequest, LimitExceeded
 from jobservice.security.errors import AuthenticationError
-from jobservice.security.identity import Identity, identity_from_connection
+from jobservice.security.identity import Identity
 
 __all__ = [
     "DEFAULT_MAX_REQUEST_BYTES",
@@ -234,7 +235,7 @@ def _identify(stream: Stream[Any, Any]) -> Identity:
     ssl_object = _transport(stream).get_extra_info("ssl_object")
     if ssl_object is None:
         raise AuthenticationError("the connection is not protected by TLS")
-    return identity_from_connection(ssl_object)
+    return connection_identity(ssl_object)
 
 
 def _peer(stream: Stream[Any, Any]) -> str:

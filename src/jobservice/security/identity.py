@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
-
-from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from typing import TYPE_CHECKING
 
 from jobservice.security.errors import AuthenticationError
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 __all__ = ["Identity", "identity_from_certificate", "identity_from_connection"]
 
@@ -28,6 +29,10 @@ def identity_from_certificate(der: bytes) -> Identity:
     certificate without an EKU would otherwise pass as any purpose), and it must name exactly
     one user unambiguously.
     """
+    # Imported here: `cryptography.x509` is ~9 MiB of jobd's resident memory, and an idle
+    # server (or a jobctl that is not checking --user) need not carry it.
+    from cryptography import x509  # noqa: PLC0415
+
     try:
         certificate = x509.load_der_x509_certificate(der)
     except ValueError as exc:
@@ -46,6 +51,9 @@ def identity_from_connection(ssl_obj: ssl.SSLObject | ssl.SSLSocket) -> Identity
 
 def _require_client_auth(certificate: x509.Certificate) -> None:
     """Refuse certificates whose extended key usage does not include clientAuth."""
+    from cryptography import x509  # noqa: PLC0415 (see identity_from_certificate)
+    from cryptography.x509.oid import ExtendedKeyUsageOID  # noqa: PLC0415
+
     try:
         usage = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound as exc:
@@ -58,6 +66,8 @@ def _require_client_auth(certificate: x509.Certificate) -> None:
 
 def _single_common_name(certificate: x509.Certificate) -> str:
     """The subject's only CN, which must be a non-empty printable string."""
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415 (see identity_from_certificate)
+
     names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if len(names) != 1:
         raise AuthenticationError(

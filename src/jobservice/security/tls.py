@@ -58,7 +58,7 @@ _SSL_CTRL_SET_SIGALGS_LIST = 98
 
 def server_context(*, ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
     """A server context that requires a client certificate issued by ``ca``."""
-    ctx = _base_context(ssl.PROTOCOL_TLS_SERVER, ca=ca, cert=cert, key=key, precheck=True)
+    ctx = _base_context(ssl.PROTOCOL_TLS_SERVER, ca=ca, cert=cert, key=key)
     ctx.check_hostname = False  # clients have no host name; identity is their certificate's CN
     ctx.options |= ssl.OP_NO_TICKET
     ctx.num_tickets = 0  # in TLS 1.3 OP_NO_TICKET alone still sends stateful tickets
@@ -67,7 +67,7 @@ def server_context(*, ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
 
 def client_context(*, ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
     """A client context that presents ``cert`` and checks the server's name and CA."""
-    ctx = _base_context(ssl.PROTOCOL_TLS_CLIENT, ca=ca, cert=cert, key=key, precheck=False)
+    ctx = _base_context(ssl.PROTOCOL_TLS_CLIENT, ca=ca, cert=cert, key=key)
     ctx.check_hostname = True
     return ctx
 
@@ -89,9 +89,7 @@ def set_alpn_h2(ctx: ssl.SSLContext) -> None:
     ctx.set_alpn_protocols(list(ALPN_PROTOCOLS))
 
 
-def _base_context(
-    protocol: ssl._SSLMethod, *, ca: Path, cert: Path, key: Path, precheck: bool
-) -> ssl.SSLContext:
+def _base_context(protocol: ssl._SSLMethod, *, ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
     """The policy both sides share; the caller adds what is specific to its side."""
     ctx = ssl.SSLContext(protocol)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
@@ -103,7 +101,7 @@ def _base_context(
     _restrict_cipher_suites(ctx)
     _restrict_handshake_crypto(ctx)
     _load_trust(ctx, ca)
-    _load_own_credentials(ctx, cert, key, precheck=precheck)
+    _load_own_credentials(ctx, cert, key)
     set_alpn_h2(ctx)
     return ctx
 
@@ -181,19 +179,16 @@ def _load_trust(ctx: ssl.SSLContext, ca: Path) -> None:
         raise CredentialError(f"CA certificate file {ca} holds no CA certificate (CA:TRUE)")
 
 
-def _load_own_credentials(ctx: ssl.SSLContext, cert: Path, key: Path, *, precheck: bool) -> None:
+def _load_own_credentials(ctx: ssl.SSLContext, cert: Path, key: Path) -> None:
     """Load this side's certificate and key, with errors that name the file at fault.
 
-    The server (``precheck``) diagnoses its files with ``cryptography`` before OpenSSL sees them.
-    The client skips that on the way to a good context, because importing ``cryptography``
-    costs more than the rest of a ``jobctl`` call's TLS work (docs/cli.md, "Cold start"): it
-    relies on OpenSSL, which refuses a key that does not match the certificate, on a password
-    callback that refuses any encrypted key, and on the loaded key's curve read back through
-    OpenSSL. Only when one of those fails does it run the same diagnosis, so both sides refuse
-    the same files with the same messages.
+    Good files never import ``cryptography``: on the client it costs more than the rest of a
+    ``jobctl`` call's TLS work (docs/cli.md, "Cold start"), and in ``jobd`` it would be ~9 MiB
+    of idle memory. This relies on OpenSSL, which refuses a key that does not match the
+    certificate, on a password callback that refuses any encrypted key, and on the loaded
+    key's curve read back through OpenSSL. Only when one of those fails does it run the
+    ``cryptography`` diagnosis, so both sides refuse the same files with the same messages.
     """
-    if precheck:
-        _diagnose(cert, key)
     try:
         ctx.load_cert_chain(certfile=str(cert), keyfile=str(key), password=_no_password(key))
     except (OSError, ssl.SSLError) as exc:

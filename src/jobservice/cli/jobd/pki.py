@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from jobservice.security.errors import PKIError
-from jobservice.security.pki import init_pki
 
 __all__ = ["pki"]
 
@@ -43,6 +42,10 @@ def init(out: Path, users: tuple[str, ...], days: int, force: bool) -> None:
     Example:
       jobd pki init --out ./pki --user alice --user bob --user charlie
     """
+    # Imported here, not at the top: it brings `cryptography` (~9 MiB), which `jobd serve`
+    # does not otherwise load.
+    from jobservice.security.pki import init_pki  # noqa: PLC0415
+
     try:
         init_pki(out, users, days=days, overwrite=force)
     except PKIError as exc:
