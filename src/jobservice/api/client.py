@@ -8,12 +8,14 @@ import enum
 import ipaddress
 import ssl
 from pathlib import Path
+from typing import cast
 
 from grpclib.client import Channel, Handler
 from grpclib.config import Configuration
 from grpclib.protocol import H2Protocol
 from h2.settings import SettingCodes
 
+from jobservice.api.coalesce import CoalescingTransport
 from jobservice.api.v1.jobservice_grpc import JobServiceStub
 from jobservice.security import tls
 from jobservice.security.errors import SecurityError, TLSPolicyError
@@ -184,7 +186,10 @@ class _TunedProtocol(H2Protocol):
         self._transport = transport
         self._ready = asyncio.Event()
         self._closed = asyncio.Event()
-        super().connection_made(transport)
+        # Our WINDOW_UPDATEs and a call's HEADERS and DATA go out as one TLS record per loop
+        # iteration rather than one per frame.
+        coalescing = CoalescingTransport(cast(asyncio.Transport, transport))  # uvloop's too
+        super().connection_made(cast(asyncio.Transport, coalescing))
         # grpclib has no setting for this; h2's own connection object takes it.
         self.connection._connection.update_settings({SettingCodes.MAX_FRAME_SIZE: _MAX_FRAME_SIZE})
         self.connection.flush()

@@ -19,11 +19,13 @@ import asyncio
 import logging
 import ssl
 from collections import Counter
+from typing import cast
 
 from grpclib.protocol import H2Protocol
 from grpclib.server import Handler, Server
 from h2.errors import ErrorCodes
 
+from jobservice.api.coalesce import CoalescingTransport
 from jobservice.api.dispatch import quote_field
 from jobservice.api.h2guard import RESET_BURST, RESET_RATE, ResetBudget, WatchedProcessor
 from jobservice.api.handshake import start_tls
@@ -169,7 +171,10 @@ class _Connection(H2Protocol):
         self._admitted = True
         self._owner.connections.add(self)
         self._owner.users[self.user] += 1
-        super().connection_made(transport)
+        # Every write, grpclib's and ours (GOAWAY), goes through the wrapper: one TLS record
+        # per loop iteration rather than one per frame; its close() sends what it holds first.
+        self._transport = cast(asyncio.Transport, CoalescingTransport(transport))
+        super().connection_made(self._transport)
         self.processor = WatchedProcessor(
             self.handler,
             self.connection,
