@@ -131,7 +131,7 @@ class LogReader:
         if want <= 0:
             return []
         block = os.pread(self._fd, want, self.pos)
-        groups: list[tuple[Stream, int, list[bytes]]] = []
+        groups: list[tuple[Stream, int, list[memoryview]]] = []
         end = -1
         for stream, offset, data in self._records(block):
             if not stream & self._streams:
@@ -143,7 +143,8 @@ class LogReader:
             end = offset + len(data)
         return [Chunk(stream, offset, b"".join(parts)) for stream, offset, parts in groups]
 
-    def _records(self, block: bytes) -> Iterator[tuple[Stream, int, bytes]]:
+    def _records(self, block: bytes) -> Iterator[tuple[Stream, int, memoryview]]:
+        # Views into `block`, not copies: each chunk's bytes are copied once, by the join.
         view, at = memoryview(block), 0
         while at + _HEADER.size <= len(block):
             code, length = _HEADER.unpack_from(block, at)
@@ -151,7 +152,7 @@ class LogReader:
             if end > len(block):
                 break  # the rest of this record is beyond this block: the next read starts here
             offset = self.data_offset
-            data = bytes(view[at + _HEADER.size : end])
+            data = view[at + _HEADER.size : end]
             self.pos += end - at
             self.data_offset += length
             at = end
