@@ -7,6 +7,7 @@ import gc
 import json
 import stat
 import subprocess
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from jobservice.core import (
     LimitExceeded,
     Limits,
 )
+from jobservice.core.output_log import OutputLog
 
 
 async def test_ids_start_at_zero_and_increase(coord: JobCoordinator) -> None:
@@ -245,3 +247,43 @@ async def test_finished_jobs_keep_a_small_record(coord: JobCoordinator) -> None:
         tracemalloc.stop()
     assert per_job < 1500, f"{per_job:.0f} bytes retained per finished job"
     assert coord.status(0).args == ()
+
+
+@pytest.fixture
+def slow_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Creating a log file takes 0.2 s, as on a disk busy writing back other jobs' output."""
+    real = OutputLog.__init__
+
+    def slow(self: OutputLog, path: Path, max_bytes: int = 0) -> None:
+        time.sleep(0.2)
+        real(self, path, max_bytes)
+
+    monkeypatch.setattr(OutputLog, "__init__", slow)
+
+
+@pytest.mark.usefixtures("slow_disk")
+async def test_a_slow_disk_does_not_hold_up_the_event_loop(coord: JobCoordinator) -> None:
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(ticker())
+    await coord.start("a", "true")
+    task.cancel()
+    assert ticks >= 10  # the loop ran on while the file was created
+
+
+@pytest.mark.usefixtures("slow_disk")
+async def test_concurrent_starts_on_a_slow_disk_keep_ids_and_limits(tmp_path: Path) -> None:
+    coord = JobCoordinator(tmp_path, limits=Limits(max_running_jobs_per_owner=4), stop_grace=1)
+    results = await asyncio.gather(
+        *(coord.start("alice", "sleep", ["100"]) for _ in range(10)), return_exceptions=True
+    )
+    started = [r for r in results if isinstance(r, int)]
+    assert sorted(started) == [0, 1, 2, 3]
+    assert all(isinstance(r, LimitExceeded) for r in results if not isinstance(r, int))
+    await coord.close()

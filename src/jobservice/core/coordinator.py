@@ -23,7 +23,7 @@ from jobservice.core.job import FinishedJob, Job
 from jobservice.core.model import JobInfo, Limits, Stream
 from jobservice.core.output_log import OutputLog
 from jobservice.core.process import spawn
-from jobservice.core.spec import make_spec
+from jobservice.core.spec import JobSpec, make_spec
 from jobservice.core.subscription import Subscription
 
 __all__ = ["JobCoordinator"]
@@ -69,25 +69,46 @@ class JobCoordinator:
             raise CoordinatorClosed()
         spec = make_spec(command, args, dir, env, self.limits)
         self._check_capacity(owner)
+        # Reserve the id and the owner's slot before the first await, so that concurrent starts
+        # neither share an id nor overshoot a limit.
         job_id = self._next_id
-        path = self._logs / f"{job_id}.log"
+        self._next_id += 1
+        self._running[owner] += 1
         try:
-            output = OutputLog(path, self.limits.max_output_bytes)
+            job = await self._spawn(job_id, owner, spec)
+        except BaseException as e:
+            self._running.subtract((owner,))
+            if not isinstance(e, asyncio.CancelledError) and self._next_id == job_id + 1:
+                self._next_id = job_id  # nothing started since: a failed start uses up no id
+            raise
+        self._jobs[job_id] = job
+        job.finished.add_done_callback(lambda _: self._retire(job))
+        log.info("job %d started by %s: pid %d: %s", job_id, owner, job.process.pid, spec.command)
+        return job_id
+
+    async def _spawn(self, job_id: int, owner: str, spec: JobSpec) -> Job:
+        """Create the job's log, then its process."""
+        path = self._logs / f"{job_id}.log"
+        # Creating a file can take a millisecond while the disk writes back other jobs' output;
+        # in a thread it does not hold up every other call on the event loop.
+        creating = asyncio.ensure_future(
+            asyncio.to_thread(OutputLog, path, self.limits.max_output_bytes)
+        )
+        try:
+            output = await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            creating.add_done_callback(_discard_log)  # the thread finishes on its own
+            raise
         except OSError as e:  # a full disk, no file descriptor left: the host's trouble
             raise SpawnFailed(f"cannot create the job's output log: {e.strerror or e}") from None
         try:
+            if self._closed:
+                raise CoordinatorClosed()
             process = spawn(spec)
         except BaseException:
-            output.close()
-            path.unlink()
+            _discard(output)
             raise
-        self._next_id += 1  # only now: a failed start uses up no id
-        job = Job(job_id, owner, spec, output, process)
-        self._jobs[job_id] = job
-        self._running[owner] += 1
-        job.finished.add_done_callback(lambda _: self._retire(job))
-        log.info("job %d started by %s: pid %d: %s", job_id, owner, process.pid, spec.command)
-        return job_id
+        return Job(job_id, owner, spec, output, process)
 
     async def stop(self, job_id: int) -> JobInfo:
         """SIGTERM the job's process group, SIGKILL it after the grace period; return when done."""
@@ -158,6 +179,16 @@ class JobCoordinator:
             raise LimitExceeded(f"{owner} already has {per_owner} running jobs (the limit)")
         if total and sum(self._running.values()) >= total:
             raise LimitExceeded(f"{total} jobs are already running (the limit)")
+
+
+def _discard(output: OutputLog) -> None:
+    output.close()
+    output.path.unlink(missing_ok=True)
+
+
+def _discard_log(creating: asyncio.Future[OutputLog]) -> None:
+    if not creating.cancelled() and creating.exception() is None:
+        _discard(creating.result())
 
 
 def _next_free_id(logs: Path) -> int:
