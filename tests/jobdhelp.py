@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -208,3 +209,16 @@ async def read_output(
         else:
             final = response.final_status
     return Output(chunks, final)
+
+
+async def first_line_number(stub: JobServiceStub, job_id: int) -> int:
+    """The number a job printed as its first line (a pid, from `echo $$`), read live."""
+    async with stub.Output.open() as stream:
+        await stream.send_message(pb.OutputRequest(job_id=job_id), end=True)
+        seen = b""
+        while b"\n" not in seen:
+            message = await asyncio.wait_for(stream.recv_message(), 10)
+            assert message is not None
+            seen += message.chunk.data
+        await stream.cancel()
+    return int(seen.split(b"\n")[0])

@@ -13,25 +13,12 @@ from pathlib import Path
 
 from grpclib.const import Status
 from hostilehelp import launch, session_processes, wait_until
-from jobdhelp import Connect, JobdLauncher, read_output, status_of
+from jobdhelp import Connect, JobdLauncher, first_line_number, read_output, status_of
 
-from jobservice.api.client import ConnectError, JobServiceStub
+from jobservice.api.client import ConnectError
 from jobservice.api.server import ServerConfig
 from jobservice.api.v1 import jobservice_pb2 as pb
 from jobservice.cli.jobd.serve import fds_needed
-
-
-async def first_line(stub: JobServiceStub, job_id: int) -> int:
-    """The pid a job printed first (`echo $$`), read live from its Output stream."""
-    async with stub.Output.open() as stream:
-        await stream.send_message(pb.OutputRequest(job_id=job_id), end=True)
-        seen = b""
-        while b"\n" not in seen:
-            message = await asyncio.wait_for(stream.recv_message(), 10)
-            assert message is not None
-            seen += message.chunk.data
-        await stream.cancel()
-    return int(seen.split(b"\n")[0])
 
 
 async def test_sigterm_mid_stream_ends_every_stream_and_leaves_no_process(
@@ -48,7 +35,7 @@ async def test_sigterm_mid_stream_ends_every_stream_and_leaves_no_process(
         name: (await alice.Start(pb.StartRequest(command="sh", args=["-c", script]))).job_id
         for name, script in scripts.items()
     }
-    leaders = {name: await first_line(alice, job_id) for name, job_id in jobs.items()}
+    leaders = {name: await first_line_number(alice, job_id) for name, job_id in jobs.items()}
     assert all(session_processes(pid) for pid in leaders.values())
     followers = {
         name: asyncio.create_task(read_output(alice, job_id)) for name, job_id in jobs.items()

@@ -21,6 +21,7 @@ from jobdhelp import (
     Jobd,
     JobdLauncher,
     credentials,
+    first_line_number,
     jobd_command,
     read_output,
     status_of,
@@ -55,16 +56,7 @@ def wait_gone(pid: int, timeout: float = 5.0) -> bool:
 
 async def job_pid(connect: Connect, server: Jobd, job_id: int) -> int:
     """The pid a job printed as its first line (`echo $$; exec ...`)."""
-    stub = await connect(server, "alice")
-    async with stub.Output.open() as stream:
-        await stream.send_message(pb.OutputRequest(job_id=job_id), end=True)
-        text = b""
-        while b"\n" not in text:
-            message = await asyncio.wait_for(stream.recv_message(), 10)
-            assert message is not None
-            text += message.chunk.data
-        await stream.cancel()
-    return int(text.split(b"\n")[0])
+    return await first_line_number(await connect(server, "alice"), job_id)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
