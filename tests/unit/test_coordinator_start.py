@@ -53,6 +53,15 @@ async def test_ids_continue_after_a_restart_on_the_same_data_dir(tmp_path: Path)
     await second.close()
 
 
+async def test_other_files_in_the_log_directory_are_ignored(tmp_path: Path) -> None:
+    (tmp_path / "logs").mkdir()
+    for name in ("notes.log", "7.log.bak", ".log", "3.log"):
+        (tmp_path / "logs" / name).write_text("")
+    coord = JobCoordinator(tmp_path)
+    assert await coord.start("a", "true") == 4
+    await coord.close()
+
+
 async def test_echo_hello_world(coord: JobCoordinator) -> None:
     job = await coord.start("alice", "echo", ["hello world"], "/tmp", ["PATH=/usr/bin:/bin"])
     assert joined(await collect(coord, job)) == b"hello world\n"

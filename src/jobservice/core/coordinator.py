@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -193,7 +192,6 @@ def _discard_log(creating: asyncio.Future[OutputLog]) -> None:
 
 def _next_free_id(logs: Path) -> int:
     """Continue after the highest id already on disk, so an id is never reused for new output."""
-    ids = [int(name[:-4]) for name in os.listdir(logs) if name.endswith(".log")]
-    with contextlib.suppress(ValueError):
-        return max(ids) + 1
-    return 0
+    # Only names this module writes (ID.log): another file there must not stop the service.
+    stems = (name.removesuffix(".log") for name in os.listdir(logs) if name.endswith(".log"))
+    return max((int(stem) + 1 for stem in stems if stem.isascii() and stem.isdigit()), default=0)
