@@ -25,6 +25,7 @@ __all__ = [
     "ConnectFailure",
     "JobServiceStub",
     "close_channel",
+    "format_target",
     "open_channel",
     "parse_target",
 ]
@@ -82,6 +83,11 @@ def parse_target(target: str, *, allow_port_zero: bool = False) -> tuple[str, in
     if not (0 if allow_port_zero else 1) <= port < 65536:
         raise ValueError(f"port {port} is out of range")
     return host, port
+
+
+def format_target(host: str, port: int) -> str:
+    """`HOST:PORT`, with an IPv6 address in brackets: the form `parse_target` reads."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def open_channel(

@@ -25,6 +25,7 @@ from grpclib.protocol import H2Protocol
 from grpclib.server import Handler, Server
 from h2.errors import ErrorCodes
 
+from jobservice.api.client import format_target
 from jobservice.api.coalesce import CoalescingTransport
 from jobservice.api.dispatch import quote_field
 from jobservice.api.h2guard import RESET_BURST, RESET_RATE, ResetBudget, WatchedProcessor
@@ -284,5 +285,4 @@ def _peer(transport: asyncio.BaseTransport) -> str:
     addr = transport.get_extra_info("peername")
     if not addr:
         return "unknown peer"
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return format_target(addr[0], addr[1])

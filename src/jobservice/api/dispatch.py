@@ -23,6 +23,7 @@ from google.protobuf.message import DecodeError, Message
 from grpclib.server import Stream
 
 from jobservice.api.authz import RULES, Authorizer
+from jobservice.api.client import format_target
 from jobservice.api.errors import ServiceUnavailable, to_grpc_error
 from jobservice.api.peer import connection_identity
 from jobservice.api.servicer import JobServicer
@@ -242,8 +243,7 @@ def _peer(stream: Stream[Any, Any]) -> str:
     addr = stream.peer.addr()
     if addr is None:
         return "-"
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return format_target(addr[0], addr[1])
 
 
 def _transport(stream: Stream[Any, Any]) -> asyncio.BaseTransport:

@@ -54,19 +54,14 @@ def check_user(settings: Settings) -> None:
         )
 
 
-def _target(settings: Settings) -> str:
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    return f"{host}:{settings.port}"
-
-
 @asynccontextmanager
 async def connected(settings: Settings) -> AsyncIterator[JobServiceStub]:
     """A stub on a connected, policy-checked TLS channel; closed on exit."""
-    from jobservice.api.client import open_channel
+    from jobservice.api.client import format_target, open_channel
     from jobservice.api.v1.jobservice_grpc import JobServiceStub
 
     channel = await open_channel(
-        _target(settings),
+        format_target(settings.host, settings.port),
         ca=settings.ca,
         cert=settings.cert,
         key=settings.key,

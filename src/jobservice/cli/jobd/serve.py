@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from jobservice.api.client import parse_target
+from jobservice.api.client import format_target, parse_target
 from jobservice.api.dispatch import (
     DEFAULT_MAX_STREAMS,
     DEFAULT_MAX_STREAMS_PER_USER,
@@ -274,8 +274,7 @@ async def _serve(config: ServerConfig) -> None:
             f"cannot listen on {config.host}:{config.port}: {reason}"
         ) from None
     stop = _stop_on_signals()
-    shown = f"[{host}]" if ":" in host else host
-    click.echo(f"jobd listening on {shown}:{port}", err=True)
+    click.echo(f"jobd listening on {format_target(host, port)}", err=True)
     await stop.wait()
     log.info("shutting down: stopping running jobs and ending streams")
     await server.shutdown()
