@@ -27,6 +27,7 @@ __all__ = [
     "Jobd",
     "JobdLauncher",
     "Output",
+    "RawMessage",
     "credentials",
     "jobd_command",
     "read_output",
@@ -40,6 +41,16 @@ USERS = ("alice", "bob", "charlie", "mallory")
 _READY = re.compile(r"jobd listening on (\S+)")
 _START_TIMEOUT = 20.0
 _STOP_TIMEOUT = 20.0
+
+
+class RawMessage:
+    """Bytes sent as a request message as they are, to speak malformed protobuf."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def SerializeToString(self) -> bytes:  # the protobuf method grpclib calls
+        return self.data
 
 
 def jobd_command() -> list[str]:

@@ -9,7 +9,7 @@ import pytest
 from grpclib.client import Channel
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
-from jobdhelp import Jobd, credentials
+from jobdhelp import Jobd, RawMessage, credentials
 
 from jobservice.api.client import close_channel, open_channel
 from jobservice.api.errors import INTERNAL_MESSAGE, PermissionDenied, to_grpc_error
@@ -58,16 +58,6 @@ def test_unexpected_errors_are_internal_and_leak_nothing(caplog: pytest.LogCaptu
 def test_grpc_errors_pass_through_unchanged() -> None:
     error = GRPCError(Status.DEADLINE_EXCEEDED, "late")
     assert to_grpc_error(error) is error
-
-
-class RawMessage:
-    """Bytes sent as a request message as they are, to speak malformed protobuf."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def SerializeToString(self) -> bytes:  # the protobuf method grpclib calls
-        return self.data
 
 
 async def raw_call(channel: Channel, rpc: str, data: bytes) -> tuple[Status, str]:

@@ -26,7 +26,7 @@ from grpclib.exceptions import GRPCError
 from hostilehelp import assert_log_lines_are_records
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from jobdhelp import Connect, Jobd, credentials, read_output, status_of
+from jobdhelp import Connect, Jobd, RawMessage, credentials, read_output, status_of
 
 from jobservice.api.client import JobServiceStub, close_channel, open_channel
 from jobservice.api.errors import MAX_MESSAGE_CHARS
@@ -191,16 +191,6 @@ async def test_an_offset_past_the_end_gives_only_the_final_status(
 
 
 # -- by hypothesis -------------------------------------------------------------------------
-
-
-class RawMessage:
-    """Bytes sent as a request message as they are."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def SerializeToString(self) -> bytes:  # the protobuf method grpclib calls
-        return self.data
 
 
 async def raw_call(channel: Channel, rpc: str, data: bytes) -> tuple[Status, str]:
