@@ -76,7 +76,7 @@ class JobCoordinator:
         try:
             job = await self._spawn(job_id, owner, spec)
         except BaseException as e:
-            self._running.subtract((owner,))
+            self._release(owner)
             if not isinstance(e, asyncio.CancelledError) and self._next_id == job_id + 1:
                 self._next_id = job_id  # nothing started since: a failed start uses up no id
             raise
@@ -163,8 +163,14 @@ class JobCoordinator:
 
     def _retire(self, job: Job) -> None:
         """Free a finished job's slot and keep only its final record and log."""
-        self._running.subtract((job.owner,))
+        self._release(job.owner)
         self._jobs[job.id] = FinishedJob(job.info(), job.output)
+
+    def _release(self, owner: str) -> None:
+        """Give back one of `owner`'s running slots; owners with none leave the table."""
+        self._running[owner] -= 1
+        if not self._running[owner]:
+            del self._running[owner]
 
     def _get(self, job_id: int) -> Job | FinishedJob:
         job = self._jobs.get(job_id)
