@@ -28,8 +28,8 @@ soak: dev
 	$(PY) -m pytest -m soak -q -p no:randomly --timeout=900
 
 lint: dev proto-check
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench scripts
+	$(VENV)/bin/ruff format --check src tests bench scripts
 	$(VENV)/bin/mypy
 	@# Test directories are not packages and each has its own conftest.py, so mypy checks them one
 	@# directory at a time (in one run the conftest modules would collide).
@@ -61,7 +61,7 @@ proto-check: dev
 	@rm -rf build/gen-before
 
 demo: dev
-	$(PY) -m jobservice.demo
+	$(PY) scripts/demo.py
 
 bench: dev
 	$(PY) -m pip install --quiet matplotlib

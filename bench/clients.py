@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from grpclib.client import Channel
 
 from bench.harness import start_job
-from jobservice.api.client import JobServiceStub, open_channel
+from jobservice.api import JobServiceStub, open_channel
 from jobservice.api.v1 import jobservice_pb2 as pb
 
 __all__ = ["PRINTER", "LineClock", "printer_argv"]

@@ -221,7 +221,7 @@ class Jobd:
 
 
 async def _with_stub(jobd: Jobd, coro: Callable[..., Any], *args: Any) -> Any:
-    from jobservice.api.client import JobServiceStub, open_channel  # noqa: PLC0415
+    from jobservice.api import JobServiceStub, open_channel  # noqa: PLC0415
 
     ca, cert, key = jobd.workspace.creds()
     channel = await open_channel(jobd.target, ca=ca, cert=cert, key=key)

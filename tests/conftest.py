@@ -10,7 +10,7 @@ import pytest
 from grpclib.client import Channel
 from jobdhelp import USERS, Connect, Jobd, JobdLauncher, credentials
 
-from jobservice.api.client import JobServiceStub, close_channel, open_channel
+from jobservice.api import JobServiceStub, close_channel, open_channel
 from jobservice.security.pki import init_pki
 
 

@@ -21,7 +21,7 @@ from grpclib.const import Status
 from hostilehelp import fd_count, rss_kib, wait_until
 from jobdhelp import Connect, Jobd, JobdLauncher, read_output, status_of
 
-from jobservice.api.client import JobServiceStub
+from jobservice.api import JobServiceStub
 from jobservice.api.v1 import jobservice_pb2 as pb
 
 KIB, MIB = 1 << 10, 1 << 20
@@ -125,7 +125,7 @@ async def test_concurrent_output_streams_all_get_every_byte(
 CLIENT = """
 import asyncio, sys
 from pathlib import Path
-from jobservice.api.client import JobServiceStub, open_channel
+from jobservice.api import JobServiceStub, open_channel
 from jobservice.api.v1 import jobservice_pb2 as pb
 
 async def main(target, pki, job_id, count):

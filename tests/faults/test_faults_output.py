@@ -15,7 +15,7 @@ from grpclib.const import Status
 from hostilehelp import launch, rss_kib, wait_until
 from jobdhelp import Connect, Jobd, JobdLauncher, read_output, status_of
 
-from jobservice.api.client import JobServiceStub
+from jobservice.api import JobServiceStub
 from jobservice.api.v1 import jobservice_pb2 as pb
 
 MIB = 1 << 20

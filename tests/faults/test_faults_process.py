@@ -15,7 +15,7 @@ from grpclib.const import Status
 from hostilehelp import launch, session_processes, wait_until
 from jobdhelp import Connect, JobdLauncher, first_line_number, read_output, status_of
 
-from jobservice.api.client import ConnectError
+from jobservice.api import ConnectError
 from jobservice.api.server import ServerConfig
 from jobservice.api.v1 import jobservice_pb2 as pb
 from jobservice.cli.jobd.serve import fds_needed

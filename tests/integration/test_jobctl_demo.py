@@ -1,4 +1,4 @@
-"""`make demo` (python -m jobservice.demo): the design's session passes, nothing left behind."""
+"""`make demo` (scripts/demo.py): the design's session passes, nothing left behind."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+DEMO = Path(__file__).resolve().parents[2] / "scripts" / "demo.py"
+
 
 def test_demo_runs_the_design_session_and_cleans_up(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "jobservice.demo"],
+        [sys.executable, str(DEMO)],
         cwd=tmp_path,
         capture_output=True,
         text=True,

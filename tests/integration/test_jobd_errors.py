@@ -11,7 +11,7 @@ from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 from jobdhelp import Jobd, RawMessage, credentials
 
-from jobservice.api.client import close_channel, open_channel
+from jobservice.api import close_channel, open_channel
 from jobservice.api.errors import INTERNAL_MESSAGE, PermissionDenied, to_grpc_error
 from jobservice.api.v1 import jobservice_pb2 as pb
 from jobservice.core import errors as core

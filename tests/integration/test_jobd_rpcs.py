@@ -11,8 +11,7 @@ import pytest
 from grpclib.const import Status
 from jobdhelp import Connect, Jobd, JobdLauncher, read_output, status_of
 
-from jobservice.api import convert
-from jobservice.api.client import JobServiceStub
+from jobservice.api import JobServiceStub, convert
 from jobservice.api.v1 import jobservice_pb2 as pb
 from jobservice.core import ExitStatus, Stream
 

@@ -27,7 +27,7 @@ from jobdhelp import (
     status_of,
 )
 
-from jobservice.api.client import ConnectError, ConnectFailure, close_channel, open_channel
+from jobservice.api import ConnectError, ConnectFailure, close_channel, open_channel
 from jobservice.api.v1 import jobservice_pb2 as pb
 
 

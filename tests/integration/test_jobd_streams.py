@@ -9,7 +9,7 @@ from pathlib import Path
 from grpclib.const import Status
 from jobdhelp import Connect, Jobd, JobdLauncher, read_output, status_of
 
-from jobservice.api.client import JobServiceStub
+from jobservice.api import JobServiceStub
 from jobservice.api.v1 import jobservice_pb2 as pb
 
 STREAMS = 100

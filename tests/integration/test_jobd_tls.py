@@ -15,7 +15,7 @@ import pytest
 from grpclib.const import Status
 from jobdhelp import Jobd, credentials, status_of
 
-from jobservice.api.client import JobServiceStub, close_channel, open_channel
+from jobservice.api import JobServiceStub, close_channel, open_channel
 from jobservice.api.server import JobServer, ServerConfig
 from jobservice.api.v1 import jobservice_pb2 as pb
 from jobservice.security import pki as devpki

@@ -10,7 +10,7 @@ import pytest
 from grpclib.const import Status
 from jobdhelp import Connect, Jobd, read_output, status_of
 
-from jobservice.api.client import JobServiceStub
+from jobservice.api import JobServiceStub
 from jobservice.api.v1 import jobservice_pb2 as pb
 
 OK = Status.OK

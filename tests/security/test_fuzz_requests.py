@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jobdhelp import Connect, Jobd, RawMessage, credentials, read_output, status_of
 
-from jobservice.api.client import JobServiceStub, close_channel, open_channel
+from jobservice.api import JobServiceStub, close_channel, open_channel
 from jobservice.api.errors import MAX_MESSAGE_CHARS
 from jobservice.api.v1 import jobservice_pb2 as pb
 from jobservice.core.spec import MAX_STRING_BYTES

@@ -12,7 +12,7 @@ from hostilehelp import assert_log_lines_are_records
 from jobdhelp import Connect, Jobd, read_output
 
 from jobservice.api.v1 import jobservice_pb2 as pb
-from jobservice.cli.jobd.logs import SafeFormatter, escape_controls
+from jobservice.logsafe import SafeFormatter, escape_controls
 
 FORGED = (
     "2026-01-01 00:00:00,000 INFO jobservice.audit: audit user=charlie rpc=Stop job=0 result=OK"

@@ -24,7 +24,7 @@ from grpclib.const import Status
 from hostilehelp import assert_log_lines_are_records
 from jobdhelp import Connect, Jobd, JobdLauncher, credentials, status_of
 
-from jobservice.api.client import (
+from jobservice.api import (
     ConnectError,
     ConnectFailure,
     JobServiceStub,

@@ -26,7 +26,7 @@ from hostilehelp import (
 )
 from jobdhelp import Connect, JobdLauncher, credentials, read_output, status_of
 
-from jobservice.api.client import ConnectError, ConnectFailure, close_channel, open_channel
+from jobservice.api import ConnectError, ConnectFailure, close_channel, open_channel
 from jobservice.api.h2guard import RESET_BURST
 from jobservice.api.server import JobServer, ServerConfig
 from jobservice.api.v1 import jobservice_pb2 as pb

@@ -15,15 +15,15 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobservice.api.client import ConnectError, ConnectFailure
+from jobservice.api import ConnectError, ConnectFailure
 from jobservice.api.v1 import jobservice_pb2 as pb
 from jobservice.cli.jobctl import status
 from jobservice.cli.jobctl.app import VERBS, cli
 from jobservice.cli.jobctl.config import Globals, config_path, parse_server, resolve
 from jobservice.cli.jobctl.exitcodes import CliError, ExitCode, from_exception
-from jobservice.cli.jobctl.quick import parse_plain
+from jobservice.cli.jobctl.plain_status import parse_plain
 from jobservice.cli.jobctl.render import JobView, job_json, list_table, status_line
-from jobservice.cli.jobctl.start import JobSpec
+from jobservice.cli.jobctl.start import StartArgs
 
 
 def _status(**fields: object) -> pb.JobStatus:
@@ -96,7 +96,7 @@ def test_list_table_aligns_columns_and_quotes_commands() -> None:
         (GRPCError(Status.NOT_FOUND, "job 9 not found"), ExitCode.NOT_FOUND, "Job '9' not found."),
         (
             GRPCError(Status.FAILED_PRECONDITION, "x"),
-            ExitCode.JOB_FAILED,
+            ExitCode.NOT_RUNNING,
             "Job '9' is not running.",
         ),
         (GRPCError(Status.PERMISSION_DENIED, "no"), ExitCode.PERMISSION_DENIED, "Permission"),
@@ -124,12 +124,12 @@ def test_exit_codes_are_distinct() -> None:
     assert len({int(code) for code in ExitCode}) == len(ExitCode)
 
 
-def test_job_spec_both_forms() -> None:
-    long = JobSpec.build("echo", ["hello world"], ["PATH=/usr/bin"], "/tmp", ())
-    short = JobSpec.build(None, (), ["PATH=/usr/bin"], "/tmp", ("echo", "hello world"))
-    assert long == short == JobSpec("echo", ("hello world",), "/tmp", ("PATH=/usr/bin",))
-    assert JobSpec.build(None, (), (), "rel", ("ls",)).dir == str(Path.cwd() / "rel")
-    assert JobSpec.build(None, (), (), "", ("ls",)).dir == ""
+def test_start_args_both_forms() -> None:
+    long = StartArgs.build("echo", ["hello world"], ["PATH=/usr/bin"], "/tmp", ())
+    short = StartArgs.build(None, (), ["PATH=/usr/bin"], "/tmp", ("echo", "hello world"))
+    assert long == short == StartArgs("echo", ("hello world",), "/tmp", ("PATH=/usr/bin",))
+    assert StartArgs.build(None, (), (), "rel", ("ls",)).dir == str(Path.cwd() / "rel")
+    assert StartArgs.build(None, (), (), "", ("ls",)).dir == ""
 
 
 @pytest.mark.parametrize(
@@ -142,11 +142,11 @@ def test_job_spec_both_forms() -> None:
         ("echo", (), ("=x",), ()),
     ],
 )
-def test_job_spec_rejects_bad_usage(
+def test_start_args_rejects_bad_usage(
     cmd: str | None, args: tuple[str, ...], envs: tuple[str, ...], argv: tuple[str, ...]
 ) -> None:
     with pytest.raises(click.UsageError):
-        JobSpec.build(cmd, args, envs, "", argv)
+        StartArgs.build(cmd, args, envs, "", argv)
 
 
 @pytest.mark.parametrize(
@@ -161,7 +161,7 @@ def test_parse_server(text: str, expected: tuple[str, int]) -> None:
     assert parse_server(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", ":1", "h:0", "h:70000", "h:x", "[::1]:x"])
+@pytest.mark.parametrize("text", ["", ":1", "h:0", "h:70000", "h:x", "[::1]:x", "::1"])
 def test_parse_server_rejects(text: str) -> None:
     with pytest.raises(CliError) as info:
         parse_server(text)
@@ -275,7 +275,7 @@ def test_help_lists_each_verb_as_its_own_docstring_does(width: int) -> None:
     assert all(name in listings[0] for name in ("list", "output", "run", "start", "status", "stop"))
 
 
-# The plain `status` line (quick.py) must read every line it accepts exactly as click does.
+# The plain `status` line (plain_status.py) must read every line it accepts exactly as click does.
 _CERT, _DIR = __file__, str(Path(__file__).parent)  # a readable file, a directory
 _MISSING = str(Path(__file__).with_name("missing.pem"))
 _OPTIONS = ["-s", "--server", "-u", "--user", "-c", "--cert", "-k", "--key", "--ca", "--profile"]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
-import ipaddress
 import ssl
 from pathlib import Path
 from typing import cast
@@ -15,20 +13,13 @@ from grpclib.config import Configuration
 from grpclib.protocol import H2Protocol
 from h2.settings import SettingCodes
 
+from jobservice.address import parse_address
 from jobservice.api.coalesce import CoalescingTransport
-from jobservice.api.v1.jobservice_grpc import JobServiceStub
+from jobservice.api.errors import ConnectError, ConnectFailure
 from jobservice.security import tls
 from jobservice.security.errors import SecurityError, TLSPolicyError
 
-__all__ = [
-    "ConnectError",
-    "ConnectFailure",
-    "JobServiceStub",
-    "close_channel",
-    "format_target",
-    "open_channel",
-    "parse_target",
-]
+__all__ = ["close_channel", "open_channel"]
 
 # Output streams are the bulk of the traffic and the grpclib client is the slow end. Measured
 # on loopback (one 200 MB job output): large windows keep the server from stalling on
@@ -41,55 +32,6 @@ _MAX_FRAME_SIZE = 64 << 10
 _RESET_DETAIL = "reset before the TLS handshake ended; the server may be at its connection limit"
 
 
-class ConnectFailure(enum.Enum):
-    """Why a connection could not be opened; the value is the phrase shown to people."""
-
-    INVALID_TARGET = "invalid server address"
-    CREDENTIALS = "unusable credentials"
-    REFUSED = "connection refused"
-    UNREACHABLE = "server unreachable"
-    TLS_VERIFY = "server certificate verification failed"
-    TLS_HANDSHAKE = "TLS handshake failed"
-    REJECTED = "server closed the connection (client certificate or TLS policy rejected)"
-    POLICY = "TLS policy check failed"
-    TIMEOUT = "timed out"
-
-
-class ConnectError(Exception):
-    """A connection to jobd could not be opened; `reason` says which step failed."""
-
-    def __init__(self, target: str, reason: ConnectFailure, detail: str = "") -> None:
-        message = f"cannot connect to {target}: {reason.value}"
-        super().__init__(f"{message}: {detail}" if detail else message)
-        self.target = target
-        self.reason = reason
-        self.detail = detail
-
-
-def parse_target(target: str, *, allow_port_zero: bool = False) -> tuple[str, int]:
-    """Split "HOST:PORT" or "[IPv6]:PORT" into host and port; ValueError when malformed.
-
-    Port 0 ("any free port") makes sense only for a listening address.
-    """
-    host, sep, port_text = target.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
-        raise ValueError(f"expected HOST:PORT, got {target!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        ipaddress.IPv6Address(host)  # ValueError when the brackets hold no IPv6 address
-    elif ":" in host:
-        raise ValueError(f"write an IPv6 address in brackets, as [{host}]:{port_text}")
-    port = int(port_text)
-    if not (0 if allow_port_zero else 1) <= port < 65536:
-        raise ValueError(f"port {port} is out of range")
-    return host, port
-
-
-def format_target(host: str, port: int) -> str:
-    """`HOST:PORT`, with an IPv6 address in brackets: the form `parse_target` reads."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 async def open_channel(
     target: str, *, ca: Path, cert: Path, key: Path, connect_timeout: float = 10.0
 ) -> Channel:
@@ -100,7 +42,7 @@ async def open_channel(
     a precise reason instead of as an obscure RPC error.
     """
     try:
-        host, port = parse_target(target)
+        host, port = parse_address(target)
     except ValueError as exc:
         raise ConnectError(target, ConnectFailure.INVALID_TARGET, str(exc)) from None
     try:

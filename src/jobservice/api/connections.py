@@ -25,12 +25,12 @@ from grpclib.protocol import H2Protocol
 from grpclib.server import Handler, Server
 from h2.errors import ErrorCodes
 
-from jobservice.api.client import format_target
+from jobservice.address import format_address
 from jobservice.api.coalesce import CoalescingTransport
-from jobservice.api.dispatch import quote_field
 from jobservice.api.h2guard import RESET_BURST, RESET_RATE, ResetBudget, WatchedProcessor
 from jobservice.api.handshake import start_tls
 from jobservice.api.peer import connection_identity
+from jobservice.logsafe import quote_field
 from jobservice.security import tls
 from jobservice.security.errors import AuthenticationError, TLSPolicyError
 
@@ -285,4 +285,4 @@ def _peer(transport: asyncio.BaseTransport) -> str:
     addr = transport.get_extra_info("peername")
     if not addr:
         return "unknown peer"
-    return format_target(addr[0], addr[1])
+    return format_address(addr[0], addr[1])

@@ -1,6 +1,6 @@
 """The gRPC face of the service: every call goes identify -> read -> authorize -> body -> audit.
 
-Handler bodies (`servicer.JobServicer`) never see a call that this module has not
+Handler bodies (`servicer.RpcBodies`) never see a call that this module has not
 authenticated, size-checked, decoded and authorized; every exception leaves through the one
 error table; every call leaves one audit line.
 """
@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import re
 import struct
 import time
 from collections import Counter
@@ -22,73 +20,52 @@ from typing import Any, TypeVar, cast
 from google.protobuf.message import DecodeError, Message
 from grpclib.server import Stream
 
+from jobservice.address import format_address
 from jobservice.api.authz import RULES, Authorizer
-from jobservice.api.client import format_target
-from jobservice.api.errors import ServiceUnavailable, to_grpc_error
+from jobservice.api.errors import (
+    RequestTimeout,
+    RequestTooLarge,
+    ServiceUnavailable,
+    to_grpc_error,
+)
 from jobservice.api.peer import connection_identity
-from jobservice.api.servicer import JobServicer
+from jobservice.api.servicer import RpcBodies
 from jobservice.api.v1 import jobservice_pb2 as pb
 from jobservice.api.v1.jobservice_grpc import JobServiceBase
 from jobservice.core import InvalidRequest, LimitExceeded
+from jobservice.logsafe import quote_field
 from jobservice.security.errors import AuthenticationError
 from jobservice.security.identity import Identity
 
 __all__ = [
-    "DEFAULT_MAX_REQUEST_BYTES",
-    "DEFAULT_MAX_STREAMS",
-    "DEFAULT_MAX_STREAMS_PER_USER",
-    "DEFAULT_REQUEST_TIMEOUT",
-    "JobService",
-    "RequestTimeout",
-    "RequestTooLarge",
-    "quote_field",
+    "Dispatcher",
 ]
 
 audit_log = logging.getLogger("jobservice.audit")
 
-DEFAULT_MAX_STREAMS = 1000
-# One user's share of the streams: a client that opens streams and never reads them (each then
-# holds its place for as long as its job runs) starves only itself.
-DEFAULT_MAX_STREAMS_PER_USER = 100
-# A request message is a few bytes to 2 MiB; a client that has not sent it in this time is not
-# slow but stalling, and holds a call slot (and its connection) open.
-DEFAULT_REQUEST_TIMEOUT = 10.0
-# Above the library's own 1 MiB limit on a start request's content, so the library's precise
-# message wins for start requests that are merely too big, while a huge frame is refused unread.
-DEFAULT_MAX_REQUEST_BYTES = 2 << 20
-
 Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
 
-_PLAIN = re.compile(r"[\w.@+-]+", re.ASCII)
 _HEADER = struct.Struct(">?I")  # gRPC message prefix: compressed flag, big-endian length
 
 
-class RequestTooLarge(LimitExceeded):
-    """A request message is longer than the server accepts; it is refused before being read."""
-
-
-class RequestTimeout(LimitExceeded):
-    """A call's request message did not arrive within the server's request deadline."""
-
-
-class JobService(JobServiceBase):
-    """grpclib handlers for jobservice.v1.JobService, wrapping a JobServicer."""
+class Dispatcher(JobServiceBase):
+    """The grpclib service jobservice.v1.JobService: gates and audits each call of RpcBodies."""
 
     def __init__(
         self,
-        servicer: JobServicer,
+        bodies: RpcBodies,
         authorizer: Authorizer,
         *,
-        max_streams: int = DEFAULT_MAX_STREAMS,
-        max_streams_per_user: int = DEFAULT_MAX_STREAMS_PER_USER,
-        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        max_streams: int,
+        max_streams_per_user: int,
+        max_request_bytes: int,
+        request_timeout: float,
     ) -> None:
         missing = {name.rsplit("/", 1)[1] for name in self.__mapping__()} - RULES.keys()
         if missing:  # an RPC without an authorization rule must never be served
             raise RuntimeError(f"no authorization rule for {sorted(missing)}")
-        self._servicer = servicer
+        self._bodies = bodies
         self._authorizer = authorizer
         self._max_streams = max_streams
         self._max_streams_per_user = max_streams_per_user
@@ -102,16 +79,16 @@ class JobService(JobServiceBase):
         self.draining = False
 
     async def Start(self, stream: Stream[pb.StartRequest, pb.StartResponse]) -> None:
-        await self._unary("Start", stream, pb.StartRequest, self._servicer.start)
+        await self._unary("Start", stream, pb.StartRequest, self._bodies.start)
 
     async def Stop(self, stream: Stream[pb.StopRequest, pb.StopResponse]) -> None:
-        await self._unary("Stop", stream, pb.StopRequest, self._servicer.stop)
+        await self._unary("Stop", stream, pb.StopRequest, self._bodies.stop)
 
     async def Status(self, stream: Stream[pb.StatusRequest, pb.StatusResponse]) -> None:
-        await self._unary("Status", stream, pb.StatusRequest, self._servicer.status)
+        await self._unary("Status", stream, pb.StatusRequest, self._bodies.status)
 
     async def List(self, stream: Stream[pb.ListRequest, pb.ListResponse]) -> None:
-        await self._unary("List", stream, pb.ListRequest, self._servicer.list)
+        await self._unary("List", stream, pb.ListRequest, self._bodies.list)
 
     async def Output(self, stream: Stream[pb.OutputRequest, pb.OutputResponse]) -> None:
         async with self._call("Output", stream, pb.OutputRequest) as (caller, request, _):
@@ -119,7 +96,7 @@ class JobService(JobServiceBase):
                 # Headers now, not with the first chunk: the client learns at once that its
                 # stream was accepted, even for a job that stays silent.
                 await stream.send_initial_metadata()
-                responses = self._servicer.output(caller, request)
+                responses = self._bodies.output(caller, request)
                 async with contextlib.aclosing(responses):
                     async for response in responses:
                         # An EncodedMessage passes through the server's PassThroughCodec.
@@ -226,11 +203,6 @@ class _Audit:
         )
 
 
-def quote_field(value: str) -> str:
-    """`value` as is when it is one plain word, else JSON-quoted: one audit field stays one."""
-    return value if _PLAIN.fullmatch(value) else json.dumps(value)
-
-
 def _identify(stream: Stream[Any, Any]) -> Identity:
     """The caller's identity, from the certificate TLS verified on this connection only."""
     ssl_object = _transport(stream).get_extra_info("ssl_object")
@@ -243,7 +215,7 @@ def _peer(stream: Stream[Any, Any]) -> str:
     addr = stream.peer.addr()
     if addr is None:
         return "-"
-    return format_target(addr[0], addr[1])
+    return format_address(addr[0], addr[1])
 
 
 def _transport(stream: Stream[Any, Any]) -> asyncio.BaseTransport:

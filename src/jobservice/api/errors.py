@@ -1,7 +1,11 @@
-"""The one table from library and security errors to gRPC status codes.
+"""The api's errors, and the one table from library, security and api errors to gRPC codes.
 
-    PermissionDenied (api)     the caller's role does not allow this RPC on this job
-    ServiceUnavailable (api)   the server is shutting down or at a connection-level limit
+    ApiError                   the root of every error the api package raises
+    ├── ConnectError           a client could not open a connection (`reason`: which step)
+    ├── PermissionDenied       the caller's role does not allow this RPC on this job
+    ├── ServiceUnavailable     the server is shutting down or at a connection-level limit
+    ├── RequestTooLarge        a request message is over the server's size limit
+    └── RequestTimeout         a request message did not arrive within the server's deadline
 
 An OSError saying the host is short of file descriptors, memory or disk becomes UNAVAILABLE
 (the call may succeed later), logged like SpawnFailed. Everything else not in the table becomes
@@ -11,6 +15,7 @@ reach a client. Messages are cut to MAX_MESSAGE_CHARS.
 
 from __future__ import annotations
 
+import enum
 import errno
 import logging
 from typing import TypeGuard
@@ -32,7 +37,12 @@ __all__ = [
     "INTERNAL_MESSAGE",
     "MAX_MESSAGE_CHARS",
     "STATUS_TABLE",
+    "ApiError",
+    "ConnectError",
+    "ConnectFailure",
     "PermissionDenied",
+    "RequestTimeout",
+    "RequestTooLarge",
     "ServiceUnavailable",
     "to_grpc_error",
 ]
@@ -46,12 +56,49 @@ INTERNAL_MESSAGE = "internal error"
 MAX_MESSAGE_CHARS = 1024
 
 
-class PermissionDenied(Exception):
+class ApiError(Exception):
+    """The root of the api package's errors."""
+
+
+class ConnectFailure(enum.Enum):
+    """Why a connection could not be opened; the value is the phrase shown to people."""
+
+    INVALID_TARGET = "invalid server address"
+    CREDENTIALS = "unusable credentials"
+    REFUSED = "connection refused"
+    UNREACHABLE = "server unreachable"
+    TLS_VERIFY = "server certificate verification failed"
+    TLS_HANDSHAKE = "TLS handshake failed"
+    REJECTED = "server closed the connection (client certificate or TLS policy rejected)"
+    POLICY = "TLS policy check failed"
+    TIMEOUT = "timed out"
+
+
+class ConnectError(ApiError):
+    """A connection to jobd could not be opened; `reason` says which step failed."""
+
+    def __init__(self, target: str, reason: ConnectFailure, detail: str = "") -> None:
+        message = f"cannot connect to {target}: {reason.value}"
+        super().__init__(f"{message}: {detail}" if detail else message)
+        self.target = target
+        self.reason = reason
+        self.detail = detail
+
+
+class PermissionDenied(ApiError):
     """The caller is known, may see the job, but its role does not allow this RPC."""
 
 
-class ServiceUnavailable(Exception):
+class ServiceUnavailable(ApiError):
     """The server cannot take this call now (shutting down); the client may retry elsewhere."""
+
+
+class RequestTooLarge(ApiError):
+    """A request message is longer than the server accepts; it is refused before being read."""
+
+
+class RequestTimeout(ApiError):
+    """A call's request message did not arrive within the server's request deadline."""
 
 
 # Most specific first: the first row whose class matches wins. Each of these exceptions' str()
@@ -61,6 +108,8 @@ STATUS_TABLE: tuple[tuple[type[Exception], Status], ...] = (
     (JobNotFound, Status.NOT_FOUND),
     (JobNotRunning, Status.FAILED_PRECONDITION),
     (LimitExceeded, Status.RESOURCE_EXHAUSTED),
+    (RequestTooLarge, Status.RESOURCE_EXHAUSTED),
+    (RequestTimeout, Status.RESOURCE_EXHAUSTED),
     (SpawnFailed, Status.UNAVAILABLE),
     (CoordinatorClosed, Status.UNAVAILABLE),
     (ServiceUnavailable, Status.UNAVAILABLE),

@@ -5,34 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from grpclib.config import Configuration
 
 from jobservice.api.authz import Authorizer
 from jobservice.api.codec import PassThroughCodec
 from jobservice.api.connections import GatedServer
-from jobservice.api.dispatch import (
-    DEFAULT_MAX_REQUEST_BYTES,
-    DEFAULT_MAX_STREAMS,
-    DEFAULT_MAX_STREAMS_PER_USER,
-    DEFAULT_REQUEST_TIMEOUT,
-    JobService,
-)
-from jobservice.api.servicer import JobServicer
+from jobservice.api.dispatch import Dispatcher
+from jobservice.api.servicer import RpcBodies
 from jobservice.core import JobCoordinator, Limits
 from jobservice.security import tls
 from jobservice.security.policy import Policy
 
-__all__ = [
-    "DEFAULT_HANDSHAKE_TIMEOUT",
-    "DEFAULT_IDLE_TIMEOUT",
-    "DEFAULT_MAX_CONNECTIONS",
-    "DEFAULT_MAX_CONNECTIONS_PER_USER",
-    "JobServer",
-    "ServerConfig",
-]
+__all__ = ["JobServer", "ServerConfig", "config_default"]
 
 log = logging.getLogger("jobservice.server")
 
@@ -41,18 +29,10 @@ log = logging.getLogger("jobservice.server")
 _INBOUND_STREAM_WINDOW = 256 << 10
 _INBOUND_CONNECTION_WINDOW = 1 << 20
 
-DEFAULT_HANDSHAKE_TIMEOUT = 10.0
-# Clients open a connection per command or keep one busy with streams; a connection with nothing
-# open for a minute is forgotten or abandoned, and holds one of `max_connections` places.
-DEFAULT_IDLE_TIMEOUT = 60.0
-DEFAULT_MAX_CONNECTIONS = 1000
-# One user's share: jobctl opens one connection per command, the benchmarks 64 followers.
-DEFAULT_MAX_CONNECTIONS_PER_USER = 100
-
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """Everything `jobd serve` configures."""
+    """Everything `jobd serve` configures; its defaults are the server's, `jobd serve`'s too."""
 
     host: str
     port: int
@@ -61,18 +41,40 @@ class ServerConfig:
     key: Path
     data_dir: Path
     policy: Policy = field(default_factory=Policy.default)
+    # Seconds between SIGTERM and SIGKILL when a job is stopped.
     stop_grace: float = 5.0
-    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
-    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
-    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    handshake_timeout: float = 10.0
+    # Clients open a connection per command or keep one busy with streams; a connection with
+    # nothing open for a minute is forgotten or abandoned, and holds one of `max_connections`.
+    idle_timeout: float = 60.0
+    # A request message is a few bytes to 2 MiB; a client that has not sent it in this time is
+    # not slow but stalling, and holds a call slot (and its connection) open.
+    request_timeout: float = 10.0
     limits: Limits = field(default_factory=Limits)
-    max_streams: int = DEFAULT_MAX_STREAMS
-    max_streams_per_user: int = DEFAULT_MAX_STREAMS_PER_USER
-    max_connections: int = DEFAULT_MAX_CONNECTIONS
-    max_connections_per_user: int = DEFAULT_MAX_CONNECTIONS_PER_USER
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_streams: int = 1000
+    # One user's share of the streams: a client that opens streams and never reads them (each
+    # then holds its place for as long as its job runs) starves only itself.
+    max_streams_per_user: int = 100
+    max_connections: int = 1000
+    # One user's share: jobctl opens one connection per command, the benchmarks 64 followers.
+    max_connections_per_user: int = 100
+    # Above the library's own 1 MiB limit on a start request's content, so the library's precise
+    # message wins for start requests that are merely too big, while a huge frame is refused.
+    max_request_bytes: int = 2 << 20
     # After running jobs are stopped, how long open calls get to finish before being cancelled.
     drain_timeout: float = 5.0
+
+
+def config_default(name: str) -> Any:
+    """The default of ServerConfig's field `name`: one place for jobd's defaults."""
+    for spec in fields(ServerConfig):
+        if spec.name == name:
+            if spec.default_factory is not MISSING:
+                return spec.default_factory()
+            if spec.default is MISSING:
+                raise KeyError(f"ServerConfig.{name} has no default")
+            return spec.default
+    raise KeyError(f"ServerConfig has no field {name!r}")
 
 
 class JobServer:
@@ -93,9 +95,9 @@ class JobServer:
             config.data_dir, stop_grace=config.stop_grace, limits=config.limits
         )
         authorizer = Authorizer(config.policy, lambda job_id: self.coordinator.status(job_id).owner)
-        servicer = JobServicer(self.coordinator, authorizer.may_see)
-        self.service = JobService(
-            servicer,
+        bodies = RpcBodies(self.coordinator, authorizer.may_see)
+        self.dispatcher = Dispatcher(
+            bodies,
             authorizer,
             max_streams=config.max_streams,
             max_streams_per_user=config.max_streams_per_user,
@@ -103,7 +105,7 @@ class JobServer:
             request_timeout=config.request_timeout,
         )
         self._grpc = GatedServer(
-            [self.service],
+            [self.dispatcher],
             codec=PassThroughCodec(),
             config=Configuration(
                 http2_connection_window_size=_INBOUND_CONNECTION_WINDOW,
@@ -121,11 +123,11 @@ class JobServer:
 
     async def shutdown(self) -> None:
         """Stop gracefully, within about stop_grace + drain_timeout seconds."""
-        self.service.draining = True
+        self.dispatcher.draining = True
         self._grpc.stop_listening()
         await self.coordinator.close()
         try:
-            await asyncio.wait_for(self.service.wait_idle(), self.config.drain_timeout)
+            await asyncio.wait_for(self.dispatcher.wait_idle(), self.config.drain_timeout)
         except TimeoutError:
             log.warning("calls still open after %.1fs; cancelling them", self.config.drain_timeout)
         self._grpc.close()

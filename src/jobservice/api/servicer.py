@@ -13,13 +13,13 @@ from jobservice.api.v1 import jobservice_pb2 as pb
 from jobservice.core import JobCoordinator, JobInfo
 from jobservice.security.identity import Identity
 
-__all__ = ["JobServicer"]
+__all__ = ["RpcBodies"]
 
 Visible = Callable[[Identity, JobInfo], bool]
 
 
-class JobServicer:
-    """JobService's five RPCs over one JobCoordinator."""
+class RpcBodies:
+    """The bodies of the five RPCs over one JobCoordinator (run by `dispatch.Dispatcher`)."""
 
     def __init__(self, coordinator: JobCoordinator, visible: Visible) -> None:
         self._coord = coordinator

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:
         _collect_as_a_short_lived_program()
     # Imported here, after the tuning; the plain `status` line needs no click at all.
-    from jobservice.cli.jobctl.quick import parse_plain  # noqa: PLC0415
+    from jobservice.cli.jobctl.plain_status import parse_plain  # noqa: PLC0415
 
     plain = parse_plain(sys.argv[1:] if argv is None else argv, os.environ)
     if plain is not None:

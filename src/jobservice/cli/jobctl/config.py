@@ -83,21 +83,13 @@ def config_path(env: Mapping[str, str]) -> Path:
 
 
 def parse_server(text: str) -> tuple[str, int]:
-    """`host:port`, `host` (default port), or `[v6addr]:port` -> (host, port)."""
-    text = text.strip()
-    host, port_text = text, ""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest.removeprefix(":")
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    if not host:
-        raise CliError(f"Invalid server address {text!r}: expected HOST:PORT.", ExitCode.USAGE)
-    if not port_text:
-        return host, DEFAULT_PORT
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise CliError(f"Invalid port in server address {text!r}.", ExitCode.USAGE)
-    return host, int(port_text)
+    """`host:port`, `host` (default port), `[v6addr]:port` or `[v6addr]` -> (host, port)."""
+    from jobservice.address import parse_address
+
+    try:
+        return parse_address(text.strip(), default_port=DEFAULT_PORT)
+    except ValueError as exc:
+        raise CliError(f"Invalid server address {text!r}: {exc}.", ExitCode.USAGE) from None
 
 
 def _load_profile(path: Path, name: str, *, explicit: bool) -> dict[str, str]:

@@ -57,11 +57,11 @@ def check_user(settings: Settings) -> None:
 @asynccontextmanager
 async def connected(settings: Settings) -> AsyncIterator[JobServiceStub]:
     """A stub on a connected, policy-checked TLS channel; closed on exit."""
-    from jobservice.api.client import format_target, open_channel
-    from jobservice.api.v1.jobservice_grpc import JobServiceStub
+    from jobservice.address import format_address
+    from jobservice.api import JobServiceStub, open_channel
 
     channel = await open_channel(
-        format_target(settings.host, settings.port),
+        format_address(settings.host, settings.port),
         ca=settings.ca,
         cert=settings.cert,
         key=settings.key,

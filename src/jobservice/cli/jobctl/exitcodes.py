@@ -12,7 +12,7 @@ class ExitCode(enum.IntEnum):
     """Every exit status jobctl uses; documented in docs/cli.md and `jobctl --help`."""
 
     OK = 0
-    JOB_FAILED = 1  # the job is not running (stop)
+    NOT_RUNNING = 1  # the job is not running (stop)
     USAGE = 2  # bad flags or configuration (click uses 2 for usage errors too)
     NOT_FOUND = 3  # no such job, or one the caller may not see
     PERMISSION_DENIED = 4  # the caller's role does not allow it, or the user is unknown
@@ -45,11 +45,11 @@ _CHECK_CA = "Is --ca the CA that signed the server's certificate?"
 _CHECK_CERT = "Is your certificate signed by the CA the server trusts, and still valid?"
 
 # The one table. Keys: "grpc:STATUS" for a status the server answered with (by name, so this
-# module never imports grpclib); "connect:REASON" for api.client.ConnectFailure; "lost:CLASS"
+# module never imports grpclib); "connect:REASON" for api.errors.ConnectFailure; "lost:CLASS"
 # for a connection that broke after it was opened. {paren} is " (detail)" or nothing.
 TABLE: dict[str, Row] = {
     "grpc:NOT_FOUND": Row(ExitCode.NOT_FOUND, "Job '{job}' not found."),
-    "grpc:FAILED_PRECONDITION": Row(ExitCode.JOB_FAILED, "Job '{job}' is not running."),
+    "grpc:FAILED_PRECONDITION": Row(ExitCode.NOT_RUNNING, "Job '{job}' is not running."),
     "grpc:PERMISSION_DENIED": Row(ExitCode.PERMISSION_DENIED, "Permission denied: {detail}."),
     "grpc:UNAUTHENTICATED": Row(
         ExitCode.PERMISSION_DENIED, "The server does not accept your certificate: {detail}."

@@ -15,7 +15,7 @@ def conclude(command: Callable[[], int]) -> int:
     """Run `command` and return its exit status; never lets a traceback reach the user.
 
     Both ways of running a command share this: through click, and the plain `status` line
-    that skips click (quick.py).
+    that skips click (plain_status.py).
     """
     try:
         code = command()

@@ -14,9 +14,9 @@ from jobservice.cli.jobctl.config import settings_of
 from jobservice.cli.jobctl.connect import call
 from jobservice.cli.jobctl.output import Sink, follow, warn_if_truncated
 from jobservice.cli.jobctl.params import env_dir_options, stream_options
-from jobservice.cli.jobctl.quick import job_status
+from jobservice.cli.jobctl.plain_status import job_status
 from jobservice.cli.jobctl.render import JobView
-from jobservice.cli.jobctl.start import JobSpec, start_job
+from jobservice.cli.jobctl.start import StartArgs, start_job
 from jobservice.cli.jobctl.stop import stop_job
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ class _Interrupts:
             self.task.cancel()
 
 
-async def _run(stub: JobServiceStub, spec: JobSpec, streams: str, server: str) -> int:
+async def _run(stub: JobServiceStub, spec: StartArgs, streams: str, server: str) -> int:
     import asyncio
 
     final: JobView | None = None
@@ -127,7 +127,7 @@ def command(
       jobctl run -- sh -c 'exit 3'; echo $?         # 3
       jobctl run --dir . --envs PATH=/usr/bin:/bin -- make test
     """
-    spec = JobSpec.build(None, (), envs, directory, argv)
+    spec = StartArgs.build(None, (), envs, directory, argv)
     settings = settings_of(ctx)
 
     async def body(stub: JobServiceStub) -> int:

@@ -21,11 +21,11 @@ from jobservice.cli.jobctl.render import JobView, job_json
 if TYPE_CHECKING:
     from jobservice.api.v1.jobservice_grpc import JobServiceStub
 
-__all__ = ["JobSpec", "command", "start_job"]
+__all__ = ["StartArgs", "command", "start_job"]
 
 
 @dataclass(frozen=True, slots=True)
-class JobSpec:
+class StartArgs:
     """What to run, as the server's StartRequest wants it."""
 
     command: str
@@ -41,7 +41,7 @@ class JobSpec:
         envs: Sequence[str],
         directory: str,
         argv: Sequence[str],
-    ) -> JobSpec:
+    ) -> StartArgs:
         """Check and merge the two ways of naming a command; raise click.UsageError if wrong."""
         if cmd and argv:
             raise click.UsageError("Give the command either with --cmd or after --, not both.")
@@ -61,7 +61,7 @@ class JobSpec:
         return cls(command=name, args=arguments, dir=where, env=tuple(envs))
 
 
-async def start_job(stub: JobServiceStub, spec: JobSpec) -> JobView:
+async def start_job(stub: JobServiceStub, spec: StartArgs) -> JobView:
     """Start the job; its status right after starting."""
     from jobservice.api.v1 import jobservice_pb2 as pb
 
@@ -99,7 +99,7 @@ def command(
       jobctl start -- sleep 10000
       jobctl start --dir . -- make test
     """
-    spec = JobSpec.build(cmd, args, envs, directory, argv)
+    spec = StartArgs.build(cmd, args, envs, directory, argv)
     settings = settings_of(ctx)
 
     async def body(stub: JobServiceStub) -> JobView:

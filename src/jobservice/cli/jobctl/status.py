@@ -6,7 +6,7 @@ import click
 
 from jobservice.cli.jobctl.config import settings_of
 from jobservice.cli.jobctl.params import JOB_ID
-from jobservice.cli.jobctl.quick import job_status, show_status
+from jobservice.cli.jobctl.plain_status import job_status, show_status
 
 __all__ = ["command", "job_status"]
 
@@ -23,5 +23,5 @@ def command(ctx: click.Context, *, job_id: int, as_json: bool) -> int:
     Job '77': Running
     Job '77': Exited: 143 (SIGTERM)      # ended by signal 15: 128 + 15, as a shell says
     """
-    # main() runs the plain forms of this line without click (quick.py); the rest come here.
+    # main() runs the plain forms of this line without click (plain_status.py); the rest come here.
     return show_status(settings_of(ctx), job_id, as_json=as_json)

@@ -12,21 +12,9 @@ from pathlib import Path
 
 import click
 
-from jobservice.api.client import format_target, parse_target
-from jobservice.api.dispatch import (
-    DEFAULT_MAX_STREAMS,
-    DEFAULT_MAX_STREAMS_PER_USER,
-    DEFAULT_REQUEST_TIMEOUT,
-)
-from jobservice.api.server import (
-    DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_CONNECTIONS_PER_USER,
-    JobServer,
-    ServerConfig,
-)
-from jobservice.cli.jobd.logs import configure_logging
+from jobservice.address import format_address, parse_address
+from jobservice.api.server import JobServer, ServerConfig, config_default
+from jobservice.cli.jobd.logsetup import configure_logging
 from jobservice.core import Limits
 from jobservice.security.errors import PolicyError, TLSPolicyError
 from jobservice.security.policy import Policy
@@ -37,6 +25,7 @@ log = logging.getLogger("jobservice.jobd")
 
 _EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 _SECONDS = click.FloatRange(min=0, min_open=True)
+_LIMITS: Limits = config_default("limits")
 # File descriptors per running job: two output pipes, a pidfd and the output log.
 _FDS_PER_JOB = 4
 # The server's own: listening socket, epoll, logs, the Python runtime.
@@ -78,77 +67,77 @@ def default_data_dir() -> Path:
 )
 @click.option(
     "--stop-grace",
-    default=5.0,
+    default=config_default("stop_grace"),
     show_default=True,
     type=click.FloatRange(min=0),
     help="Seconds between SIGTERM and SIGKILL when a job is stopped.",
 )
 @click.option(
     "--handshake-timeout",
-    default=DEFAULT_HANDSHAKE_TIMEOUT,
+    default=config_default("handshake_timeout"),
     show_default=True,
     type=_SECONDS,
     help="Seconds a client has to complete the TLS handshake.",
 )
 @click.option(
     "--idle-timeout",
-    default=DEFAULT_IDLE_TIMEOUT,
+    default=config_default("idle_timeout"),
     show_default=True,
     type=_SECONDS,
     help="Seconds a connection may stay open without any call before it is closed.",
 )
 @click.option(
     "--request-timeout",
-    default=DEFAULT_REQUEST_TIMEOUT,
+    default=config_default("request_timeout"),
     show_default=True,
     type=_SECONDS,
     help="Seconds a call's request message has to arrive.",
 )
 @click.option(
     "--max-jobs-per-user",
-    default=Limits().max_running_jobs_per_owner,
+    default=_LIMITS.max_running_jobs_per_owner,
     show_default=True,
     type=click.IntRange(min=0),
     help="Running jobs one user may have at once (0: no limit).",
 )
 @click.option(
     "--max-jobs",
-    default=Limits().max_running_jobs,
+    default=_LIMITS.max_running_jobs,
     show_default=True,
     type=click.IntRange(min=0),
     help="Running jobs over all users (0: no limit).",
 )
 @click.option(
     "--max-output-bytes",
-    default=Limits().max_output_bytes,
+    default=_LIMITS.max_output_bytes,
     show_default=True,
     type=click.IntRange(min=0),
     help="Output bytes kept per job; beyond it output is discarded, the start kept (0: no limit).",
 )
 @click.option(
     "--max-streams",
-    default=DEFAULT_MAX_STREAMS,
+    default=config_default("max_streams"),
     show_default=True,
     type=click.IntRange(min=1),
     help="Output streams open at once, over all clients.",
 )
 @click.option(
     "--max-streams-per-user",
-    default=DEFAULT_MAX_STREAMS_PER_USER,
+    default=config_default("max_streams_per_user"),
     show_default=True,
     type=click.IntRange(min=1),
     help="Output streams one user may have open at once.",
 )
 @click.option(
     "--max-connections",
-    default=DEFAULT_MAX_CONNECTIONS,
+    default=config_default("max_connections"),
     show_default=True,
     type=click.IntRange(min=1),
     help="Client connections open at once, TLS handshakes in progress included.",
 )
 @click.option(
     "--max-connections-per-user",
-    default=DEFAULT_MAX_CONNECTIONS_PER_USER,
+    default=config_default("max_connections_per_user"),
     show_default=True,
     type=click.IntRange(min=1),
     help="Connections one user (certificate name) may have open at once.",
@@ -190,7 +179,7 @@ def serve(
     """
     configure_logging(verbose)
     try:
-        host, port = parse_target(listen, allow_port_zero=True)
+        host, port = parse_address(listen, allow_port_zero=True)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--listen") from None
     config = ServerConfig(
@@ -221,7 +210,7 @@ def serve(
 
 def fds_needed(config: ServerConfig) -> int:
     """File descriptors the configured limits may use at once (unlimited jobs count as 1024)."""
-    jobs = config.limits.max_running_jobs or Limits().max_running_jobs
+    jobs = config.limits.max_running_jobs or _LIMITS.max_running_jobs
     return _FDS_BASE + config.max_connections + config.max_streams + _FDS_PER_JOB * jobs
 
 
@@ -271,10 +260,10 @@ async def _serve(config: ServerConfig) -> None:
     except OSError as exc:
         reason = "address already in use" if exc.errno == errno.EADDRINUSE else str(exc)
         raise click.ClickException(
-            f"cannot listen on {config.host}:{config.port}: {reason}"
+            f"cannot listen on {format_address(config.host, config.port)}: {reason}"
         ) from None
     stop = _stop_on_signals()
-    click.echo(f"jobd listening on {format_target(host, port)}", err=True)
+    click.echo(f"jobd listening on {format_address(host, port)}", err=True)
     await stop.wait()
     log.info("shutting down: stopping running jobs and ending streams")
     await server.shutdown()

@@ -1,24 +1,31 @@
-"""jobd's log lines: one record per line, whatever the text a client managed to put in one.
+"""Log lines that cannot be forged: one record per line, whatever text a caller put in one.
 
-Log records quote values that clients control (commands, certificate names, error texts). A
-newline in one would start what looks like a record of its own, a forged audit line; a terminal
-escape would act on the operator's terminal. So every control character in a message is written
-as an escape, and every further line of a traceback is indented: a line that starts at column 0
-is always the start of a real record.
+Log records quote values that callers control (commands, owners, certificate names, error
+texts). A newline in one would start what looks like a record of its own, a forged audit line;
+a terminal escape would act on the operator's terminal. So `SafeFormatter` writes every control
+character in a message as an escape and indents every further line of a traceback: a line that
+starts at column 0 is always the start of a real record. `quote_field` keeps one field of a
+structured line (the audit line) one field. Standard library only, so that every layer, the
+library's own included, can use it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
-import sys
 
-__all__ = ["SafeFormatter", "configure_logging", "escape_controls"]
+__all__ = ["SafeFormatter", "escape_controls", "quote_field"]
 
-_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # C0 controls except tab, DEL, C1 controls, and the Unicode line and paragraph separators.
 _CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 _INDENT = "    "
+_PLAIN = re.compile(r"[\w.@+-]+", re.ASCII)
+
+
+def quote_field(value: str) -> str:
+    """`value` as is when it is one plain word, else JSON-quoted: one log field stays one."""
+    return value if _PLAIN.fullmatch(value) else json.dumps(value)
 
 
 def escape_controls(text: str) -> str:
@@ -47,13 +54,3 @@ class SafeFormatter(logging.Formatter):
 
 def _indented(text: str) -> str:
     return "\n".join(_INDENT + escape_controls(line) for line in text.splitlines())
-
-
-def configure_logging(verbose: bool) -> None:
-    """Log to stderr through SafeFormatter; debug with `verbose`."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(SafeFormatter(_FORMAT))
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
-    logging.captureWarnings(True)  # as records too: no line on stderr that is not one
-    for noisy in ("hpack", "h2"):  # frame-level chatter is not what -v is for
-        logging.getLogger(noisy).setLevel(logging.INFO)
