@@ -28,7 +28,7 @@ def parse_address(
             raise ValueError(f"expected HOST:PORT, got {text!r} (no port)")
         return host, default_port
     if not (port_text.isascii() and port_text.isdigit()):
-        raise ValueError(f"expected HOST:PORT, got {text!r} (the port is not a number)")
+        raise ValueError(f"the port {port_text!r} is not a number")
     port = int(port_text)
     if not (0 if allow_port_zero else 1) <= port < 65536:
         raise ValueError(f"port {port} is out of range")

@@ -79,7 +79,8 @@ def test_credential_problems_are_usage_errors(ctl: Jobctl, pki: Path, tmp_path: 
     assert "missing.pem" in results[2].stderr
     assert "does not match" in results[3].stderr
     assert "junk.pem" in results[4].stderr
-    assert "Invalid port" in results[5].stderr
+    assert "Invalid server address" in results[5].stderr
+    assert "port 'notaport' is not a number" in results[5].stderr
 
 
 def test_matching_user_and_explicit_files(ctl: Jobctl, pki: Path) -> None:
