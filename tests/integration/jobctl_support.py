@@ -28,6 +28,7 @@ JOB_KEYS = {
     "ended_at",
     "output_bytes",
     "output_truncated",
+    "lost_reason",
 }
 _TIMEOUT = 60.0
 

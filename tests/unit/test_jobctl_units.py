@@ -48,6 +48,7 @@ def _status(**fields: object) -> pb.JobStatus:
         ({"signal": 15}, "Job '42': Exited: 143 (SIGTERM)"),
         ({"signal": 9}, "Job '42': Exited: 137 (SIGKILL)"),
         ({"state": pb.JOB_STATE_RUNNING}, "Job '42': Running"),
+        ({"state": pb.JOB_STATE_LOST, "lost_reason": "jobd crashed"}, "Job '42': Lost"),
     ],
 )
 def test_status_line_matches_the_contract(fields: dict[str, object], line: str) -> None:
@@ -70,7 +71,10 @@ def test_json_shape_is_the_documented_one() -> None:
         "ended_at": "2023-11-14T22:13:21.000+00:00",
         "output_bytes": 12,
         "output_truncated": False,
+        "lost_reason": None,
     }
+    lost = job_json(JobView.from_message(_status(state=pb.JOB_STATE_LOST, lost_reason="crash")))
+    assert (lost["state"], lost["exit_code"], lost["lost_reason"]) == ("lost", None, "crash")
     running = job_json(JobView.from_message(_status(state=pb.JOB_STATE_RUNNING)))
     assert (running["state"], running["exit_code"], running["ended_at"]) == ("running", None, None)
 

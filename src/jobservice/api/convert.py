@@ -21,6 +21,7 @@ __all__ = [
 _STATE_TO_PROTO = {
     JobState.RUNNING: pb.JOB_STATE_RUNNING,
     JobState.EXITED: pb.JOB_STATE_EXITED,
+    JobState.LOST: pb.JOB_STATE_LOST,
 }
 _STATE_FROM_PROTO = {value: key for key, value in _STATE_TO_PROTO.items()}
 
@@ -50,6 +51,8 @@ def info_to_proto(info: JobInfo) -> pb.JobStatus:
     )
     if info.ended_at is not None:
         status.ended_at.CopyFrom(_timestamp(info.ended_at))
+    if info.lost_reason is not None:
+        status.lost_reason = info.lost_reason
     if info.exit is not None and info.exit.signal is not None:
         status.signal = info.exit.signal
     elif info.exit is not None and info.exit.code is not None:
@@ -76,6 +79,7 @@ def status_to_info(status: pb.JobStatus) -> JobInfo:
         exit=exit_status,
         output_bytes=status.output_bytes,
         output_truncated=status.output_truncated,
+        lost_reason=status.lost_reason if status.HasField("lost_reason") else None,
     )
 
 

@@ -17,6 +17,7 @@ from jobservice.api.connections import GatedServer
 from jobservice.api.dispatch import Dispatcher
 from jobservice.api.servicer import RpcBodies
 from jobservice.core import JobCoordinator, Limits
+from jobservice.core.store import JobStore
 from jobservice.security import tls
 from jobservice.security.policy import Policy
 
@@ -85,14 +86,21 @@ class JobServer:
     bounded time to finish; then close every connection.
     """
 
-    def __init__(self, config: ServerConfig, *, context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        context: ssl.SSLContext | None = None,
+        store: JobStore | None = None,
+    ) -> None:
         self.config = config
         # Built first: a context whose policy did not take raises here, before anything runs.
         self._context = context or tls.server_context(
             ca=config.ca, cert=config.cert, key=config.key
         )
+        # With a store, this lists the recorded jobs again and recovers from a crash first.
         self.coordinator = JobCoordinator(
-            config.data_dir, stop_grace=config.stop_grace, limits=config.limits
+            config.data_dir, stop_grace=config.stop_grace, limits=config.limits, store=store
         )
         authorizer = Authorizer(config.policy, lambda job_id: self.coordinator.status(job_id).owner)
         bodies = RpcBodies(self.coordinator, authorizer.may_see)

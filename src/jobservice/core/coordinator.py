@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,15 +21,27 @@ from jobservice.core.errors import (
     SpawnFailed,
 )
 from jobservice.core.job import FinishedJob, Job
-from jobservice.core.model import JobInfo, Limits, Stream
-from jobservice.core.output_log import OutputLog
+from jobservice.core.journal import Journal
+from jobservice.core.model import JobInfo, JobState, Limits, Stream
+from jobservice.core.output_log import MAGIC, OutputLog, scan_log
 from jobservice.core.process import spawn
+from jobservice.core.recovery import CgroupKiller, kill_leftovers, leader_of
 from jobservice.core.spec import JobSpec, make_spec
+from jobservice.core.store import Ended, JobRecord, JobStore
 from jobservice.core.subscription import Subscription
 
 __all__ = ["JobCoordinator"]
 
 log = logging.getLogger("jobservice.core")
+
+LOST_REASON = "jobd stopped without a clean shutdown while the job ran; its remains were killed"
+# A start whose id turns out to be taken on disk (a stray ID.log) moves on to the next id; this
+# many times at most, so a directory full of planted files cannot keep a start looping.
+_ID_ATTEMPTS = 64
+
+
+class _IdTaken(Exception):
+    """The output log for this id already exists: the id cannot be used."""
 
 
 class JobCoordinator:
@@ -36,19 +50,34 @@ class JobCoordinator:
     Create and use it inside one running asyncio event loop; every method is safe to call from
     concurrent tasks. Output goes to `data_dir/logs/ID.log` (see `output_log` for the format), so
     memory stays flat whatever the jobs print. `owner` is an opaque label for the caller's use.
+
+    With a `store`, every job is recorded there (see `core.store`): at construction the
+    coordinator lists every recorded job again, kills what is left of jobs that were running
+    when the previous process died (`cgroup_killer` first, if given) and marks them LOST, and
+    continues ids after the highest ever recorded. Without one, jobs live as long as it does.
     """
 
     def __init__(
-        self, data_dir: Path | str, *, stop_grace: float = 5.0, limits: Limits | None = None
+        self,
+        data_dir: Path | str,
+        *,
+        stop_grace: float = 5.0,
+        limits: Limits | None = None,
+        store: JobStore | None = None,
+        cgroup_killer: CgroupKiller | None = None,
     ) -> None:
         self.limits = limits or Limits()
         self.stop_grace = stop_grace
-        self._logs = Path(data_dir) / "logs"
+        self._data_dir = Path(data_dir)
+        self._logs = self._data_dir / "logs"
         self._logs.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._jobs: dict[int, Job | FinishedJob] = {}
         self._running: Counter[str] = Counter()
         self._next_id = _next_free_id(self._logs)
         self._closed = False
+        self._journal = Journal(store) if store is not None else None
+        if store is not None:
+            self._restore(store, cgroup_killer)
 
     async def start(
         self,
@@ -68,26 +97,69 @@ class JobCoordinator:
             raise CoordinatorClosed()
         spec = make_spec(command, args, dir, env, self.limits)
         self._check_capacity(owner)
-        # Reserve the id and the owner's slot before the first await, so that concurrent starts
+        # Reserve the owner's slot and the id before the first await, so that concurrent starts
         # neither share an id nor overshoot a limit.
-        job_id = self._next_id
-        self._next_id += 1
         self._running[owner] += 1
         try:
-            job = await self._spawn(job_id, owner, spec)
-        except BaseException as e:
+            job = await self._spawn_new(owner, spec)
+        except BaseException:
             self._release(owner)
-            if not isinstance(e, asyncio.CancelledError) and self._next_id == job_id + 1:
-                self._next_id = job_id  # nothing started since: a failed start uses up no id
             raise
-        self._jobs[job_id] = job
+        self._jobs[job.id] = job
         job.finished.add_done_callback(lambda _: self._retire(job))
-        log.info("job %d started by %s: pid %d: %s", job_id, owner, job.process.pid, spec.command)
-        return job_id
+        if self._journal is not None:
+            await self._record_start(job, spec)
+        log.info("job %d started by %s: pid %d: %s", job.id, owner, job.process.pid, spec.command)
+        return job.id
+
+    async def _spawn_new(self, owner: str, spec: JobSpec) -> Job:
+        """Spawn under the next free id, passing over ids whose output log already exists."""
+        for _ in range(_ID_ATTEMPTS):
+            job_id = self._next_id
+            self._next_id += 1
+            try:
+                return await self._spawn(job_id, owner, spec)
+            except _IdTaken:
+                log.warning("%s already exists: job id %d skipped", self._log_path(job_id), job_id)
+            except BaseException as e:
+                if not isinstance(e, asyncio.CancelledError) and self._next_id == job_id + 1:
+                    self._next_id = job_id  # nothing started since: a failed start uses up no id
+                raise
+        raise SpawnFailed(
+            f"{_ID_ATTEMPTS} job ids in a row have a stray output log in {self._logs}"
+        )
+
+    async def _record_start(self, job: Job, spec: JobSpec) -> None:
+        """Make the job durable before its id is given out; a job that cannot be is killed."""
+        assert self._journal is not None
+        process = job.process
+        record = JobRecord(
+            info=job.info(),
+            output_path=str(self._log_path(job.id).relative_to(self._data_dir)),
+            env_names=tuple(spec.env),
+            leader=leader_of(process.pid, (process.stdout_fd, process.stderr_fd)),
+        )
+        try:
+            await self._journal.write(record)
+        except Exception as exc:
+            process.signal(signal.SIGKILL)
+            await asyncio.shield(job.finished)
+            self._jobs.pop(job.id, None)
+            raise SpawnFailed(f"cannot record the job: {exc}") from None
+
+    async def _record_end(self, info: JobInfo) -> None:
+        """Make a job's end durable before it shows (Job's `before_end`)."""
+        assert self._journal is not None
+        job = self._jobs.get(info.id)
+        size = job.output.size if job is not None else 0
+        try:
+            await self._journal.write(Ended(info, size))
+        except Exception as exc:  # it shows as ended all the same; a restart will say lost
+            log.error("job %d: cannot record its end: %s", info.id, exc)
 
     async def _spawn(self, job_id: int, owner: str, spec: JobSpec) -> Job:
         """Create the job's log, then its process."""
-        path = self._logs / f"{job_id}.log"
+        path = self._log_path(job_id)
         # Creating a file can take a millisecond while the disk writes back other jobs' output;
         # in a thread it does not hold up every other call on the event loop.
         creating = asyncio.ensure_future(
@@ -98,6 +170,8 @@ class JobCoordinator:
         except asyncio.CancelledError:
             creating.add_done_callback(_discard_log)  # the thread finishes on its own
             raise
+        except FileExistsError:
+            raise _IdTaken() from None
         except OSError as e:  # a full disk, no file descriptor left: the host's trouble
             raise SpawnFailed(f"cannot create the job's output log: {e.strerror or e}") from None
         try:
@@ -107,7 +181,8 @@ class JobCoordinator:
         except BaseException:
             _discard(output)
             raise
-        return Job(job_id, owner, spec, output, process)
+        before_end = self._record_end if self._journal is not None else None
+        return Job(job_id, owner, spec, output, process, before_end=before_end)
 
     async def stop(self, job_id: int) -> JobInfo:
         """SIGTERM the job's process group, SIGKILL it after the grace period; return when done."""
@@ -160,6 +235,44 @@ class JobCoordinator:
         for job_id, result in zip(running, results, strict=True):
             if isinstance(result, BaseException) and not isinstance(result, JobNotRunning):
                 log.error("stopping job %d at shutdown failed: %r", job_id, result)
+        if self._journal is not None:
+            await self._journal.close()
+
+    def _restore(self, store: JobStore, cgroup_killer: CgroupKiller | None) -> None:
+        """List every recorded job again; those recorded as running did not survive: LOST."""
+        assert self._journal is not None
+        stored = store.load()
+        lost: list[Ended] = []
+        for record in stored.records:
+            info, path = record.info, self._data_dir / record.output_path
+            size = record.log_size
+            if info.is_running:
+                if record.leader is not None:
+                    kill_leftovers(info.id, record.leader, cgroup_killer)
+                info, size = self._lost(info, path)
+                lost.append(Ended(info, size))
+            output = OutputLog.finished(path, size, info.output_bytes, info.output_truncated)
+            self._jobs[info.id] = FinishedJob(info, output)
+        self._next_id = max(self._next_id, stored.next_id)
+        if lost:
+            self._journal.write_now(lost)
+            log.warning("%d job(s) were running when jobd last stopped: now lost", len(lost))
+
+    def _lost(self, info: JobInfo, path: Path) -> tuple[JobInfo, int]:
+        """The final record of a job whose server died under it; its output up to then stays."""
+        try:
+            size, data_bytes = scan_log(path)
+        except (OSError, ValueError) as exc:
+            log.error("job %d: output log unreadable: %s", info.id, exc)
+            size, data_bytes = len(MAGIC), 0
+        info = dataclasses.replace(
+            info,
+            state=JobState.LOST,
+            ended_at=time.time(),
+            output_bytes=data_bytes,
+            lost_reason=LOST_REASON,
+        )
+        return info, size
 
     def _retire(self, job: Job) -> None:
         """Free a finished job's slot and keep only its final record and log."""
@@ -171,6 +284,9 @@ class JobCoordinator:
         self._running[owner] -= 1
         if not self._running[owner]:
             del self._running[owner]
+
+    def _log_path(self, job_id: int) -> Path:
+        return self._logs / f"{job_id}.log"
 
     def _get(self, job_id: int) -> Job | FinishedJob:
         job = self._jobs.get(job_id)

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from jobservice.core.model import ExitStatus, JobInfo, JobState, Stream
@@ -22,6 +23,10 @@ DRAIN_GRACE = 1.0
 _READS_PER_WAKEUP = 4
 
 log = logging.getLogger("jobservice.core")
+
+# Called with a job's final record once it is over; the job shows as ended only after it returns
+# (the coordinator makes the record durable there). It must not raise.
+BeforeEnd = Callable[[JobInfo], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +52,14 @@ class Job:
     """A job from spawn to finish: leader reaped, its group gone, and both pipes drained."""
 
     def __init__(
-        self, job_id: int, owner: str, spec: JobSpec, output: OutputLog, process: ProcessGroup
+        self,
+        job_id: int,
+        owner: str,
+        spec: JobSpec,
+        output: OutputLog,
+        process: ProcessGroup,
+        *,
+        before_end: BeforeEnd | None = None,
     ) -> None:
         self.id = job_id
         self.owner = owner
@@ -65,19 +77,24 @@ class Job:
         self._pipes = {process.stdout_fd: Stream.STDOUT, process.stderr_fd: Stream.STDERR}
         self._survivors: set[int] = set()  # pidfds of group members dying after the leader
         self._drain_timer: asyncio.TimerHandle | None = None
+        self._before_end = before_end
+        self._ending: asyncio.Future[None] | None = None
         for fd, stream in self._pipes.items():
             self._loop.add_reader(fd, self._on_output, fd, stream)
         self._loop.add_reader(process.pidfd, self._on_exit)
 
     def info(self) -> JobInfo:
-        finished = self.state is JobState.EXITED
+        return self._snapshot(self.state)
+
+    def _snapshot(self, state: JobState) -> JobInfo:
+        finished = state is JobState.EXITED
         return JobInfo(
             id=self.id,
             owner=self.owner,
             command=self.command,
             args=self.args,
             dir=self.dir,
-            state=self.state,
+            state=state,
             started_at=self.started_at,
             ended_at=self.ended_at if finished else None,
             exit=self.exit if finished else None,
@@ -141,14 +158,23 @@ class Job:
         self._maybe_finish()
 
     def _maybe_finish(self) -> None:
-        """The one state change: RUNNING -> EXITED, once reaped, its group gone, and drained."""
-        if self.state is JobState.EXITED or not self.process.reaped:
+        """Once reaped, its group gone, and drained: record the end, then `_end`."""
+        if self._ending is not None or not self.process.reaped:
             return
         if self._pipes or self._survivors:
             return
         if self._drain_timer is not None:
             self._drain_timer.cancel()
-        self.state = JobState.EXITED
         self.output.close()
+        if self._before_end is None:
+            self._ending = self._loop.create_future()
+            self._end()
+            return
+        self._ending = asyncio.ensure_future(self._before_end(self._snapshot(JobState.EXITED)))
+        self._ending.add_done_callback(lambda _: self._end())
+
+    def _end(self) -> None:
+        """The one state change: RUNNING -> EXITED."""
+        self.state = JobState.EXITED
         self.finished.set_result(None)
         log.info("job %d ended: %s", self.id, self.exit)

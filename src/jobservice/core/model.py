@@ -19,10 +19,15 @@ class Stream(enum.Flag):
 
 
 class JobState(enum.Enum):
-    """Where a job is in its life; it only moves forward, RUNNING -> EXITED."""
+    """Where a job is in its life; it only moves forward, RUNNING -> EXITED or RUNNING -> LOST.
+
+    LOST: the server stopped without a clean shutdown while the job ran (a crash, `kill -9`);
+    the next start killed what was left of it, so its exit status is unknown.
+    """
 
     RUNNING = "running"
     EXITED = "exited"
+    LOST = "lost"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +82,7 @@ class JobInfo:
     exit: ExitStatus | None = None
     output_bytes: int = 0
     output_truncated: bool = False
+    lost_reason: str | None = None  # set when state is LOST: what happened
 
     @property
     def is_running(self) -> bool:

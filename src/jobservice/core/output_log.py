@@ -19,7 +19,7 @@ from pathlib import Path
 
 from jobservice.core.model import Chunk, Stream
 
-__all__ = ["MAGIC", "MAX_RECORD", "LogReader", "OutputLog"]
+__all__ = ["MAGIC", "MAX_RECORD", "LogReader", "OutputLog", "scan_log"]
 
 MAGIC = b"JOBLOG1\n"
 _HEADER = struct.Struct(">BI")
@@ -51,6 +51,15 @@ class OutputLog:
             os.close(self._fd)
             path.unlink(missing_ok=True)
             raise
+
+    @classmethod
+    def finished(cls, path: Path, size: int, data_bytes: int, truncated: bool) -> OutputLog:
+        """The log of a job that ended before this process started: closed, read-only."""
+        output = cls.__new__(cls)
+        output.path, output.max_bytes, output.data_bytes = path, 0, data_bytes
+        output.size, output.truncated, output.closed = size, truncated, True
+        output._changed, output._fd = None, -1
+        return output
 
     def append(self, stream: Stream, data: bytes) -> None:
         """Record `data` from `stream`; past the quota or on a full disk, drop it and say so."""
@@ -103,6 +112,26 @@ class OutputLog:
         if self._changed is not None:
             self._changed.set_result(None)
             self._changed = None
+
+
+def scan_log(path: Path) -> tuple[int, int]:
+    """The size of the complete records in a log, and the output bytes they hold.
+
+    For a log whose writer died (a crash): a record cut short at the end is not counted, so
+    readers see exactly the output that was recorded whole. Reads only the record headers.
+    """
+    with open(path, "rb", buffering=0) as f:
+        end = os.fstat(f.fileno()).st_size
+        if f.read(len(MAGIC)) != MAGIC:
+            raise ValueError(f"{path.name} is not a job output log")
+        pos, data = len(MAGIC), 0
+        while pos + _HEADER.size <= end:
+            code, length = _HEADER.unpack(os.pread(f.fileno(), _HEADER.size, pos))
+            if code not in _STREAMS or pos + _HEADER.size + length > end:
+                break
+            pos += _HEADER.size + length
+            data += length
+    return pos, data
 
 
 class LogReader:

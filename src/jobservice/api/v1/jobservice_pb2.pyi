@@ -33,12 +33,20 @@ class _JobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobState.Val
     JOB_STATE_UNSPECIFIED: _JobState.ValueType  # 0
     JOB_STATE_RUNNING: _JobState.ValueType  # 1
     JOB_STATE_EXITED: _JobState.ValueType  # 2
+    JOB_STATE_LOST: _JobState.ValueType  # 3
+    """jobd stopped without a clean shutdown (a crash) while the job ran; at its next start it
+    killed what was left of the job. The exit status is unknown; `lost_reason` says more.
+    """
 
 class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper): ...
 
 JOB_STATE_UNSPECIFIED: JobState.ValueType  # 0
 JOB_STATE_RUNNING: JobState.ValueType  # 1
 JOB_STATE_EXITED: JobState.ValueType  # 2
+JOB_STATE_LOST: JobState.ValueType  # 3
+"""jobd stopped without a clean shutdown (a crash) while the job ran; at its next start it
+killed what was left of the job. The exit status is unknown; `lost_reason` says more.
+"""
 Global___JobState: _TypeAlias = JobState  # noqa: Y015
 
 class _Stream:
@@ -265,6 +273,7 @@ class JobStatus(_message.Message):
     ENDED_AT_FIELD_NUMBER: _builtins.int
     OUTPUT_BYTES_FIELD_NUMBER: _builtins.int
     OUTPUT_TRUNCATED_FIELD_NUMBER: _builtins.int
+    LOST_REASON_FIELD_NUMBER: _builtins.int
     job_id: _builtins.int
     owner: _builtins.str
     command: _builtins.str
@@ -278,6 +287,8 @@ class JobStatus(_message.Message):
     """Bytes of output recorded so far (stdout and stderr together)."""
     output_truncated: _builtins.bool
     """True when output beyond the per-job limit (or a full disk) was discarded; the start is kept."""
+    lost_reason: _builtins.str
+    """Set when state is JOB_STATE_LOST: what happened to the job."""
     @_builtins.property
     def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -301,17 +312,22 @@ class JobStatus(_message.Message):
         ended_at: _timestamp_pb2.Timestamp | None = ...,
         output_bytes: _builtins.int = ...,
         output_truncated: _builtins.bool = ...,
+        lost_reason: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_signal", b"_signal", "ended_at", b"ended_at", "exit_code", b"exit_code", "signal", b"signal", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_lost_reason", b"_lost_reason", "_signal", b"_signal", "ended_at", b"ended_at", "exit_code", b"exit_code", "lost_reason", b"lost_reason", "signal", b"signal", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_signal", b"_signal", "args", b"args", "command", b"command", "dir", b"dir", "ended_at", b"ended_at", "exit_code", b"exit_code", "job_id", b"job_id", "output_bytes", b"output_bytes", "output_truncated", b"output_truncated", "owner", b"owner", "signal", b"signal", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_lost_reason", b"_lost_reason", "_signal", b"_signal", "args", b"args", "command", b"command", "dir", b"dir", "ended_at", b"ended_at", "exit_code", b"exit_code", "job_id", b"job_id", "lost_reason", b"lost_reason", "output_bytes", b"output_bytes", "output_truncated", b"output_truncated", "owner", b"owner", "signal", b"signal", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
+    _WhichOneofReturnType__lost_reason: _TypeAlias = _typing.Literal["lost_reason"]  # noqa: Y015
+    _WhichOneofArgType__lost_reason: _TypeAlias = _typing.Literal["_lost_reason", b"_lost_reason"]  # noqa: Y015
     _WhichOneofReturnType__signal: _TypeAlias = _typing.Literal["signal"]  # noqa: Y015
     _WhichOneofArgType__signal: _TypeAlias = _typing.Literal["_signal", b"_signal"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__exit_code) -> _WhichOneofReturnType__exit_code | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__lost_reason) -> _WhichOneofReturnType__lost_reason | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__signal) -> _WhichOneofReturnType__signal | None: ...
 

@@ -20,12 +20,14 @@ __all__ = [
     "job_json",
     "list_table",
     "not_running_line",
+    "state_text",
     "status_line",
     "stopped_line",
 ]
 
 
 _JOB_STATE_RUNNING = 1  # jobservice.v1.JobState.JOB_STATE_RUNNING
+_JOB_STATE_LOST = 3  # jobservice.v1.JobState.JOB_STATE_LOST
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,8 @@ class JobView:
     ended_at: float | None = None
     output_bytes: int = 0
     output_truncated: bool = False
+    lost: bool = False  # jobd crashed while it ran: no exit status (see lost_reason)
+    lost_reason: str | None = None
 
     @classmethod
     def from_message(cls, msg: JobStatus) -> JobView:
@@ -63,12 +67,14 @@ class JobView:
             ended_at=seconds(msg.ended_at) if msg.HasField("ended_at") else None,
             output_bytes=msg.output_bytes,
             output_truncated=msg.output_truncated,
+            lost=msg.state == _JOB_STATE_LOST,
+            lost_reason=msg.lost_reason if msg.HasField("lost_reason") else None,
         )
 
     @property
     def exit(self) -> ExitStatus | None:
-        """How the job ended, as the library reports it; None while it runs."""
-        if self.running:
+        """How the job ended, as the library reports it; None while it runs or when lost."""
+        if self.running or self.lost:
             return None
         return ExitStatus(code=self.exit_code, signal=self.signal)
 
@@ -82,6 +88,13 @@ class JobView:
         return None if self.exit is None else self.exit.signal_name
 
 
+def state_text(job: JobView) -> str:
+    """`running`, `exited` or `lost`: the JSON `state` and the list's STATE column."""
+    if job.running:
+        return "running"
+    return "lost" if job.lost else "exited"
+
+
 def exit_text(job: JobView) -> str:
     """`0`, `3`, or `143 (SIGTERM)`; empty while the job runs."""
     return "" if job.exit is None else str(job.exit)
@@ -91,6 +104,8 @@ def status_line(job: JobView) -> str:
     """The contract's status line: `Job '42': Exited: 0` or `Job '77': Running`."""
     if job.running:
         return f"Job '{job.id}': Running"
+    if job.lost:
+        return f"Job '{job.id}': Lost"
     return f"Job '{job.id}': Exited: {exit_text(job)}"
 
 
@@ -116,13 +131,14 @@ def job_json(job: JobView) -> dict[str, Any]:
         "command": job.command,
         "args": list(job.args),
         "dir": job.dir,
-        "state": "running" if job.running else "exited",
+        "state": state_text(job),
         "exit_code": job.shell_code,
         "signal": job.signal_name,
         "started_at": _iso(job.started_at),
         "ended_at": _iso(job.ended_at),
         "output_bytes": job.output_bytes,
         "output_truncated": job.output_truncated,
+        "lost_reason": job.lost_reason,
     }
 
 
@@ -139,7 +155,7 @@ def list_table(jobs: list[JobView]) -> str:
         (
             str(job.id),
             job.owner,
-            "running" if job.running else "exited",
+            state_text(job),
             exit_text(job) or "-",
             _started(job.started_at),
             shlex.join((job.command, *job.args)),

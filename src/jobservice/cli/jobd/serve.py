@@ -16,8 +16,10 @@ from jobservice.address import format_address, parse_address
 from jobservice.api.server import JobServer, ServerConfig, config_default
 from jobservice.cli.jobd.logsetup import configure_logging
 from jobservice.core import Limits
+from jobservice.core.store import JobStore
 from jobservice.security.errors import PolicyError, TLSPolicyError
 from jobservice.security.policy import Policy
+from jobservice.store import SqliteStore, StoreError
 
 __all__ = ["default_data_dir", "fds_needed", "serve"]
 
@@ -62,7 +64,8 @@ def default_data_dir() -> Path:
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Where job output logs are kept. Default: $JOBD_DATA_DIR, else "
+    help="Where job records (db/jobs.db, SQLite; environment names only, never values) and "
+    "output logs are kept; a restart lists every job again. Default: $JOBD_DATA_DIR, else "
     "$XDG_STATE_HOME/jobservice, else ~/.local/state/jobservice.",
 )
 @click.option(
@@ -142,6 +145,12 @@ def default_data_dir() -> Path:
     type=click.IntRange(min=1),
     help="Connections one user (certificate name) may have open at once.",
 )
+@click.option(
+    "--no-store",
+    is_flag=True,
+    hidden=True,
+    help="Keep job records in memory only (benchmarks compare the start rate without the store).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def serve(
     *,
@@ -162,6 +171,7 @@ def serve(
     max_streams_per_user: int,
     max_connections: int,
     max_connections_per_user: int,
+    no_store: bool,
     verbose: bool,
 ) -> None:
     """Serve the job API over mutual TLS until SIGTERM or SIGINT.
@@ -205,7 +215,7 @@ def serve(
         max_connections_per_user=max_connections_per_user,
     )
     _ensure_fd_limit(fds_needed(config))
-    asyncio.run(_serve(config))
+    asyncio.run(_serve(config, None if no_store else _open_store(config.data_dir)))
 
 
 def fds_needed(config: ServerConfig) -> int:
@@ -247,10 +257,21 @@ def _load_policy(path: Path | None) -> Policy:
         raise click.ClickException(f"invalid policy: {exc}") from None
 
 
-async def _serve(config: ServerConfig) -> None:
+def _open_store(data_dir: Path) -> JobStore:
+    """The job records under `data_dir`, or a clear refusal to start (nothing is changed)."""
+    try:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return SqliteStore(data_dir)
+    except StoreError as exc:
+        raise click.ClickException(f"refusing to start: {exc}") from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot use data directory {data_dir}: {exc}") from None
+
+
+async def _serve(config: ServerConfig, store: JobStore | None) -> None:
     """Start, announce the address, wait for a signal, shut down."""
     try:
-        server = JobServer(config)
+        server = JobServer(config, store=store)
     except TLSPolicyError as exc:
         raise click.ClickException(f"refusing to start: {exc}") from None
     except OSError as exc:
