@@ -138,7 +138,10 @@ async def test_a_full_disk_mid_job_truncates_that_output_and_jobd_lives(
 async def test_a_full_disk_at_start_is_unavailable_and_heals(
     jobd_launcher: JobdLauncher, connect: Connect
 ) -> None:
-    server = launch(jobd_launcher, wrapper=file_size_limited(0), log_via_pipe=True)
+    server = launch(jobd_launcher, log_via_pipe=True)
+    # The disk fills up once jobd runs (from the start, jobd would refuse: it cannot open its
+    # job records).
+    resource.prlimit(server.pid, resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
     alice = await connect(server, "alice")
     for _ in range(2):
         status, text = await status_of(alice.Start(pb.StartRequest(command="echo", args=["x"])))
