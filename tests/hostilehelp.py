@@ -26,6 +26,7 @@ from h2.connection import H2Connection
 from h2.events import (
     ConnectionTerminated,
     DataReceived,
+    PingAckReceived,
     ResponseReceived,
     StreamEnded,
     StreamReset,
@@ -176,6 +177,7 @@ class RawH2:
         self.streams: dict[int, StreamState] = {}
         self.goaway: ConnectionTerminated | None = None
         self.closed = False
+        self.ping_acks: set[bytes] = set()
 
     @classmethod
     async def open(
@@ -230,6 +232,18 @@ class RawH2:
             self.writer.write(data)
             await self.writer.drain()
 
+    async def barrier(self, timeout: float = 10.0) -> None:
+        """Return once the server has taken in every frame sent before: a PING, then its ACK.
+
+        HTTP/2 peers process frames in order, so jobd's ACK comes after it has handed every
+        earlier frame's events (the requests' HEADERS) to its handlers: a readiness signal, where
+        waiting for "some bytes" or a fixed time only makes that likely.
+        """
+        payload = os.urandom(8)
+        self.h2.ping(payload)
+        await self.flush()
+        assert await self.until(lambda: payload in self.ping_acks, timeout), "no PING ACK"
+
     async def pump(self, timeout: float) -> bool:
         """Read and process what arrives within `timeout`; False once the server has closed."""
         try:
@@ -281,6 +295,8 @@ class RawH2:
             self._state(event.stream_id).reset = event.error_code
         elif isinstance(event, ConnectionTerminated):
             self.goaway = event
+        elif isinstance(event, PingAckReceived) and event.ping_data is not None:
+            self.ping_acks.add(event.ping_data)
 
     def _state(self, stream_id: int | None) -> StreamState:
         assert stream_id is not None

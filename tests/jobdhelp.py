@@ -94,15 +94,22 @@ class Jobd:
         return self.log_path.read_text(errors="replace")
 
     def wait_for_log(self, pattern: str, timeout: float = 5.0) -> re.Match[str]:
-        """The first match of `pattern` in the log, waiting for it to be written."""
+        """The first match of `pattern` in the log, waiting for it to be written (sync tests)."""
         deadline = time.monotonic() + timeout
-        while True:
-            found = re.search(pattern, self.log)
-            if found:
-                return found
+        while not (found := re.search(pattern, self.log)):
             if time.monotonic() > deadline:
                 pytest.fail(f"{pattern!r} not in jobd's log within {timeout} s:\n{self.log}")
             time.sleep(0.02)
+        return found
+
+    async def logged(self, pattern: str, timeout: float = 5.0) -> re.Match[str]:
+        """`wait_for_log` for async tests: the event loop (and the test's clients) keep running."""
+        deadline = time.monotonic() + timeout
+        while not (found := re.search(pattern, self.log)):
+            if time.monotonic() > deadline:
+                pytest.fail(f"{pattern!r} not in jobd's log within {timeout} s:\n{self.log}")
+            await asyncio.sleep(0.02)
+        return found
 
     def terminate(self, timeout: float = _STOP_TIMEOUT) -> int:
         """SIGTERM and wait; the exit status, or a test failure (after SIGKILL) if it hangs."""
