@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from grpclib.client import Channel
 
 from bench.harness import start_job
+from jobservice._upstream.hyperframe import quiet_data_frame_repr
 from jobservice.api import JobServiceStub, open_channel
 from jobservice.api.v1 import jobservice_pb2 as pb
 
@@ -142,6 +143,7 @@ def _run_streaming(main: Coroutine[Any, Any, T]) -> T:
 
 
 def main(argv: list[str]) -> None:
+    quiet_data_frame_repr()  # as jobctl does: the client is what these figures measure
     role, target, pki = argv[0], argv[1], Path(argv[2])
     if role == "follow":
         result = _run_streaming(follow(target, pki, int(argv[3])))

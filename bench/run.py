@@ -22,6 +22,7 @@ if __package__ in {None, ""}:  # run as a script: make the repository root impor
 from bench import report
 from bench.harness import OUT, PROCS, Context, Scale, Section, Workspace, format_table
 from bench.sshd import PrivateSshd, ensure_openssh
+from jobservice._upstream.hyperframe import quiet_data_frame_repr
 
 __all__ = ["MEASUREMENTS", "main"]
 
@@ -76,6 +77,7 @@ def _measure(ctx: Context, names: list[str]) -> list[Section]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    quiet_data_frame_repr()  # for the in-process clients, as jobctl and jobd do
     if args.report_only:
         return _report_again()
     names = args.only or list(MEASUREMENTS)

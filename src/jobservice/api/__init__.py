@@ -8,7 +8,6 @@ it: it adds about 18 ms (a fifth) to a cold `jobctl status` (`python -X importti
 other module of this package is private to it.
 """
 
-from jobservice.api._h2 import quiet_data_frame_repr
 from jobservice.api.client import close_channel, open_channel
 from jobservice.api.errors import (
     ApiError,
@@ -35,6 +34,3 @@ __all__ = [
     "open_channel",
     "pb",
 ]
-
-# Here, so that every user of the API (jobd, jobctl, benchmarks, tests) streams without it.
-quiet_data_frame_repr()

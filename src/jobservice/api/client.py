@@ -8,11 +8,12 @@ import ssl
 from pathlib import Path
 from typing import cast
 
-from grpclib.client import Channel, Handler
+from grpclib.client import Channel
 from grpclib.config import Configuration
 from grpclib.protocol import H2Protocol
 from h2.settings import SettingCodes
 
+from jobservice._upstream import grpclib_h2
 from jobservice.address import parse_address
 from jobservice.api.coalesce import CoalescingTransport
 from jobservice.api.errors import ConnectError, ConnectFailure
@@ -68,7 +69,7 @@ async def close_channel(channel: Channel, within: float = 5.0) -> None:
     `Channel.close()` only starts closing: asyncio finishes a TLS shutdown in the background,
     so a caller that then closes its event loop would leak the socket.
     """
-    protocol = channel._protocol
+    protocol = grpclib_h2.channel_protocol(channel)
     channel.close()
     if isinstance(protocol, _TunedProtocol):
         with contextlib.suppress(TimeoutError):
@@ -79,7 +80,7 @@ async def close_channel(channel: Channel, within: float = 5.0) -> None:
 async def _establish(channel: _TunedChannel, target: str) -> None:
     """Connect, check the negotiated session, and wait for the server's first HTTP/2 bytes."""
     try:
-        protocol = await channel.__connect__()
+        protocol = await grpclib_h2.connect(channel)
     except ssl.SSLCertVerificationError as exc:
         raise ConnectError(target, ConnectFailure.TLS_VERIFY, exc.verify_message) from None
     except ssl.SSLError as exc:
@@ -139,12 +140,14 @@ class _TunedProtocol(H2Protocol):
         coalescing = CoalescingTransport(cast(asyncio.Transport, transport))  # uvloop's too
         super().connection_made(cast(asyncio.Transport, coalescing))
         # grpclib has no setting for this; h2's own connection object takes it.
-        self.connection._connection.update_settings({SettingCodes.MAX_FRAME_SIZE: _MAX_FRAME_SIZE})
+        grpclib_h2.h2_connection(self).update_settings(
+            {SettingCodes.MAX_FRAME_SIZE: _MAX_FRAME_SIZE}
+        )
         self.connection.flush()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self.connection._connection.max_inbound_frame_size == _MAX_FRAME_SIZE:
+        if grpclib_h2.h2_connection(self).max_inbound_frame_size == _MAX_FRAME_SIZE:
             self._ready.set()
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -176,8 +179,7 @@ def _describe_loss(exc: BaseException | None) -> str:
     return str(exc) if exc else ""
 
 
-class _TunedChannel(Channel):
+class _TunedChannel(grpclib_h2.ProtocolChannel):
     """A grpclib Channel that builds `_TunedProtocol` connections."""
 
-    def _protocol_factory(self) -> H2Protocol:
-        return _TunedProtocol(Handler(), self._config, self._h2_config)
+    protocol_class = _TunedProtocol

@@ -4,8 +4,8 @@ Every TCP connection goes through three steps, each bounded:
 
 1. accept: counted at once against `max_connections` (handshakes included), and refused with no
    crypto work when the server is full;
-2. TLS handshake (`handshake.start_tls`), awaited here so that its end, good or bad, is always
-   seen, within `handshake_timeout` seconds;
+2. TLS handshake (`_upstream.asyncio_tls.start_tls`), awaited here so that its end, good or
+   bad, is always seen, within `handshake_timeout` seconds;
 3. the gate: the negotiated session is checked against the policy, and the certificate's user
    against `max_connections_per_user`, before any HTTP/2 byte is processed; then grpclib serves
    it until the peer leaves, until it has had no open stream for `idle_timeout` seconds, or until
@@ -22,13 +22,13 @@ from collections import Counter
 from typing import cast
 
 from grpclib.protocol import H2Protocol
-from grpclib.server import Handler, Server
 from h2.errors import ErrorCodes
 
+from jobservice._upstream import grpclib_h2
+from jobservice._upstream.asyncio_tls import start_tls
 from jobservice.address import format_address
 from jobservice.api.coalesce import CoalescingTransport
-from jobservice.api.h2guard import RESET_BURST, RESET_RATE, ResetBudget, WatchedProcessor
-from jobservice.api.handshake import start_tls
+from jobservice.api.h2guard import RESET_BURST, RESET_RATE, ResetBudget
 from jobservice.api.peer import connection_identity
 from jobservice.logsafe import quote_field
 from jobservice.security import tls
@@ -45,7 +45,7 @@ _EARLY_DATA_LIMIT = 1 << 20
 _NO_IDENTITY = "-"
 
 
-class GatedServer(Server):
+class GatedServer(grpclib_h2.ServerBase):
     """grpclib's Server, listening through the three bounded steps above."""
 
     def __init__(
@@ -66,20 +66,21 @@ class GatedServer(Server):
         self.users: Counter[str] = Counter()
         self.handshakes: set[asyncio.Task[None]] = set()
         self._context: ssl.SSLContext | None = None
+        self._listener: asyncio.Server | None = None
 
     async def listen(self, host: str, port: int, *, context: ssl.SSLContext) -> tuple[str, int]:
         """Listen on host:port; return the bound address (the real port when 0 was asked)."""
         loop = asyncio.get_running_loop()
         self._context = context
-        self._server = await loop.create_server(lambda: _Accepted(self), host, port)
-        self._server_closed_fut = loop.create_future()
-        bound = self._server.sockets[0].getsockname()
+        self._listener = await loop.create_server(lambda: _Accepted(self), host, port)
+        self.adopt_listener(self._listener)
+        bound = self._listener.sockets[0].getsockname()
         return str(bound[0]), int(bound[1])
 
     def stop_listening(self) -> None:
         """Accept no more connections and abandon handshakes in progress."""
-        if self._server is not None:
-            self._server.close()
+        if self._listener is not None:
+            self._listener.close()
         for task in list(self.handshakes):
             task.cancel()
 
@@ -119,12 +120,6 @@ class GatedServer(Server):
             return
         connection.connection_made(tls_transport)
 
-    def new_handler(self) -> Handler:
-        self.__gc_step__()
-        handler = Handler(self._mapping, self._codec, self._status_details_codec, self.__dispatch__)
-        self._handlers.add(handler)
-        return handler
-
 
 class _Accepted(asyncio.Protocol):
     """A TCP connection before TLS: it only tells the server that it exists."""
@@ -153,7 +148,7 @@ class _Connection(H2Protocol):
     user = _NO_IDENTITY
 
     def __init__(self, server: GatedServer, peer: str) -> None:
-        super().__init__(server.new_handler(), server._config, server._h2_config)
+        super().__init__(*server.protocol_args())
         self._owner = server
         self._peer = peer
         self._early: bytearray | None = bytearray()
@@ -176,12 +171,7 @@ class _Connection(H2Protocol):
         # per loop iteration rather than one per frame; its close() sends what it holds first.
         self._transport = cast(asyncio.Transport, CoalescingTransport(transport))
         super().connection_made(self._transport)
-        self.processor = WatchedProcessor(
-            self.handler,
-            self.connection,
-            on_change=self._streams_changed,
-            on_reset=self._stream_reset,
-        )
+        grpclib_h2.watch_streams(self, on_change=self._streams_changed, on_reset=self._stream_reset)
         self._streams_changed(0)
         if early:
             self.data_received(bytes(early))
@@ -276,7 +266,7 @@ class _Connection(H2Protocol):
 
     def _goaway(self, code: ErrorCodes) -> None:
         """Tell the client why (GOAWAY), then close: it learns the close is deliberate."""
-        self.connection._connection.close_connection(error_code=code)
+        grpclib_h2.h2_connection(self).close_connection(error_code=code)
         self.connection.flush()
         self.close()
 

@@ -20,6 +20,7 @@ from typing import Any, TypeVar, cast
 from google.protobuf.message import DecodeError, Message
 from grpclib.server import Stream
 
+from jobservice._upstream import grpclib_h2
 from jobservice.address import format_address
 from jobservice.api.authz import RULES, Authorizer
 from jobservice.api.errors import (
@@ -205,7 +206,9 @@ class _Audit:
 
 def _identify(stream: Stream[Any, Any]) -> Identity:
     """The caller's identity, from the certificate TLS verified on this connection only."""
-    ssl_object = _transport(stream).get_extra_info("ssl_object")
+    # grpclib's Peer exposes only the decoded certificate; the identity module takes the DER
+    # bytes TLS verified, so this reaches for the connection's transport itself.
+    ssl_object = grpclib_h2.stream_transport(stream).get_extra_info("ssl_object")
     if ssl_object is None:
         raise AuthenticationError("the connection is not protected by TLS")
     return connection_identity(ssl_object)
@@ -216,13 +219,6 @@ def _peer(stream: Stream[Any, Any]) -> str:
     if addr is None:
         return "-"
     return format_address(addr[0], addr[1])
-
-
-def _transport(stream: Stream[Any, Any]) -> asyncio.BaseTransport:
-    # grpclib's Peer wraps the connection's transport but exposes only the decoded certificate;
-    # the identity module takes the DER bytes TLS verified, so reach for the transport itself.
-    transport: asyncio.BaseTransport = stream.peer._transport
-    return transport
 
 
 async def _read_request(
@@ -249,9 +245,8 @@ async def _read_request(
 
 async def _read_frame(stream: Stream[Any, Any], limit: int) -> bytes:
     """One length-prefixed gRPC message's bytes."""
-    h2_stream = stream._stream
     try:
-        header = await h2_stream.recv_data(_HEADER.size)
+        header = await grpclib_h2.recv_exactly(stream, _HEADER.size)
         if len(header) != _HEADER.size:
             raise InvalidRequest("the call carries no request message")
         compressed, length = _HEADER.unpack(header)
@@ -259,6 +254,6 @@ async def _read_frame(stream: Stream[Any, Any], limit: int) -> bytes:
             raise InvalidRequest("compressed requests are not supported")
         if length > limit:
             raise RequestTooLarge(f"request of {length} bytes is over the {limit}-byte limit")
-        return await h2_stream.recv_data(length) if length else b""
-    except AssertionError:  # grpclib's Buffer signals a stream that ended mid-message so
+        return await grpclib_h2.recv_exactly(stream, length) if length else b""
+    except EOFError:
         raise InvalidRequest("the request message is truncated") from None

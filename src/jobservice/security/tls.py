@@ -20,14 +20,12 @@ TLS 1.3 with the one cipher suite.
 
 from __future__ import annotations
 
-import _ssl
-import ctypes
-import functools
 import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from jobservice._upstream import UpstreamChanged, openssl
 from jobservice.security.errors import CredentialError, TLSPolicyError
 
 if TYPE_CHECKING:
@@ -51,9 +49,6 @@ TLS_VERSION = "TLSv1.3"
 ECDH_GROUP = "secp384r1"  # OpenSSL's name for P-384
 SIGNATURE_ALGORITHM = "ecdsa_secp384r1_sha384"
 ALPN_PROTOCOLS = ("h2",)
-
-# OpenSSL's SSL_CTX_ctrl command number (ssl.h, stable since 1.0.2) for SSL_CTX_set1_sigalgs_list.
-_SSL_CTRL_SET_SIGALGS_LIST = 98
 
 
 def server_context(*, ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
@@ -110,8 +105,8 @@ def _restrict_cipher_suites(ctx: ssl.SSLContext) -> None:
     """Allow exactly TLS_CIPHER in TLS 1.3 handshakes, and prove it took.
 
     ``ssl.SSLContext.set_ciphers`` only governs TLS 1.2 and older; Python exposes no binding
-    for OpenSSL's ``SSL_CTX_set_ciphersuites``, which governs TLS 1.3. So it is called through
-    ctypes on this context's own ``SSL_CTX``. (An OpenSSL config file with ``Ciphersuites =
+    for OpenSSL's ``SSL_CTX_set_ciphersuites``, which governs TLS 1.3. So it is called on this
+    context's own ``SSL_CTX`` (``_upstream.openssl``). (An OpenSSL config file with ``Ciphersuites =
     TLS_AES_256_GCM_SHA384`` in force through OPENSSL_CONF would work too, but it is
     process-global and only applies if set before ``ssl`` is first imported; a per-context call
     cannot be defeated by import order.) The result is checked through Python's own view of the
@@ -119,10 +114,7 @@ def _restrict_cipher_suites(ctx: ssl.SSLContext) -> None:
     start rather than run with a weaker policy.
     """
     ctx.set_ciphers("ECDHE-ECDSA-AES256-GCM-SHA384")  # TLS <= 1.2 is off; keep its list minimal
-    setter = _libssl().SSL_CTX_set_ciphersuites
-    setter.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-    setter.restype = ctypes.c_int
-    if setter(_ssl_ctx_pointer(ctx), TLS_CIPHER.encode()) != 1:
+    if not _native(openssl.set_ciphersuites, ctx, TLS_CIPHER):
         raise TLSPolicyError(f"OpenSSL refused to restrict TLS 1.3 cipher suites to {TLS_CIPHER}")
     tls13 = [c["name"] for c in ctx.get_ciphers() if c["protocol"] == TLS_VERSION]
     if tls13 != [TLS_CIPHER]:
@@ -135,37 +127,17 @@ def _restrict_handshake_crypto(ctx: ssl.SSLContext) -> None:
     """Key exchange over P-384 only; handshake signatures ECDSA P-384 with SHA-384 only."""
     # Under OpenSSL 3 this sets the context's supported-groups list to exactly this group.
     ctx.set_ecdh_curve(ECDH_GROUP)
-    ctrl = _libssl().SSL_CTX_ctrl
-    ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_char_p]
-    ctrl.restype = ctypes.c_long
-    # No Python binding either; a return of 1 means OpenSSL parsed and installed the list.
-    sigalgs = SIGNATURE_ALGORITHM.encode()
-    if ctrl(_ssl_ctx_pointer(ctx), _SSL_CTRL_SET_SIGALGS_LIST, 0, sigalgs) != 1:
+    # No Python binding either; True means OpenSSL parsed and installed the list.
+    if not _native(openssl.set_sigalgs_list, ctx, SIGNATURE_ALGORITHM):
         raise TLSPolicyError(f"OpenSSL refused the signature algorithm list {SIGNATURE_ALGORITHM}")
 
 
-@functools.cache
-def _libssl() -> ctypes.CDLL:
-    """The OpenSSL that ``ssl`` itself is linked against (symbols resolve through _ssl)."""
-    return ctypes.CDLL(_ssl.__file__)
-
-
-def _ssl_ctx_pointer(ctx: ssl.SSLContext) -> int:
-    """The ``SSL_CTX *`` inside a Python SSLContext, checked before anything is written to it.
-
-    CPython's PySSLContext struct starts with its object header followed by the ``SSL_CTX *``.
-    Before trusting that layout, the options OpenSSL reports for the pointer must equal the
-    options Python reports for the context, so a layout change fails here, not in OpenSSL.
-    """
-    pointer = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
-    if not pointer:
-        raise TLSPolicyError("cannot locate the OpenSSL context inside ssl.SSLContext")
-    get_options = _libssl().SSL_CTX_get_options
-    get_options.argtypes = [ctypes.c_void_p]
-    get_options.restype = ctypes.c_uint64
-    if get_options(pointer) != ctx.options:
-        raise TLSPolicyError("ssl.SSLContext layout is not the expected one; cannot set policy")
-    return pointer
+def _native(call: Callable[[ssl.SSLContext, str], bool], ctx: ssl.SSLContext, arg: str) -> bool:
+    """`call(ctx, arg)`, with a change in CPython's SSLContext layout as a TLSPolicyError."""
+    try:
+        return call(ctx, arg)
+    except UpstreamChanged as exc:
+        raise TLSPolicyError(str(exc)) from None
 
 
 def _load_trust(ctx: ssl.SSLContext, ca: Path) -> None:
@@ -223,28 +195,11 @@ def _loaded_key_is_p384(ctx: ssl.SSLContext) -> bool | None:
     Read through the same OpenSSL that will use it, with the OpenSSL 3 API; None when that
     OpenSSL is older and lacks these functions.
     """
-    lib = _libssl()
     try:
-        get_key, is_a, group_name = (
-            lib.SSL_CTX_get0_privatekey,
-            lib.EVP_PKEY_is_a,
-            lib.EVP_PKEY_get_group_name,
-        )
-    except AttributeError:
-        return None
-    get_key.argtypes = [ctypes.c_void_p]
-    get_key.restype = ctypes.c_void_p
-    is_a.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-    is_a.restype = ctypes.c_int
-    group_name.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p]
-    group_name.restype = ctypes.c_int
-    pkey = get_key(_ssl_ctx_pointer(ctx))
-    if not pkey or is_a(pkey, b"EC") != 1:
-        return False
-    name = ctypes.create_string_buffer(64)
-    if group_name(pkey, name, ctypes.sizeof(name), None) != 1:
-        return False
-    return name.value == ECDH_GROUP.encode()
+        group = openssl.private_key_group(ctx)
+    except UpstreamChanged as exc:
+        raise TLSPolicyError(str(exc)) from None
+    return None if group is None else group == ECDH_GROUP
 
 
 def _diagnose(cert: Path, key: Path) -> None:

@@ -57,9 +57,11 @@ def check_user(settings: Settings) -> None:
 @asynccontextmanager
 async def connected(settings: Settings) -> AsyncIterator[JobServiceStub]:
     """A stub on a connected, policy-checked TLS channel; closed on exit."""
+    from jobservice._upstream.hyperframe import quiet_data_frame_repr
     from jobservice.address import format_address
     from jobservice.api import JobServiceStub, open_channel
 
+    quiet_data_frame_repr()  # h2 would hex-dump every DATA frame it receives (see there)
     channel = await open_channel(
         format_address(settings.host, settings.port),
         ca=settings.ca,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from jobservice._upstream.hyperframe import quiet_data_frame_repr
 from jobservice.address import format_address, parse_address
 from jobservice.api.server import JobServer, ServerConfig, config_default
 from jobservice.cli.jobd.logsetup import configure_logging
@@ -188,6 +189,7 @@ def serve(
           --data-dir /var/lib/jobd --ca ca.pem --cert server.pem --key server.key
     """
     configure_logging(verbose)
+    quiet_data_frame_repr()
     try:
         host, port = parse_address(listen, allow_port_zero=True)
     except ValueError as exc:

@@ -1,4 +1,10 @@
-"""The server side of a TLS handshake on an accepted TCP connection, with a smaller read buffer."""
+"""The server side of a TLS handshake on an accepted TCP connection, with a smaller read buffer.
+
+Private: `asyncio.sslproto.SSLProtocol` (subclassed for its `max_size`), its constructor and
+`_app_transport`, and the steps of `BaseEventLoop.start_tls` (Python 3.11), copied because
+`start_tls` offers no way to choose the protocol class. The contract test compares the source
+of `start_tls` with the one this copy was made from.
+"""
 
 from __future__ import annotations
 
