@@ -28,10 +28,12 @@ ALLOWED: dict[str, set[str]] = {
     "jobservice.core": set(),
     "jobservice.security": {"jobservice._upstream"},
     "jobservice.cluster": {"jobservice.core", "jobservice.security", "jobservice._upstream"},
+    "jobservice.store": {"jobservice.core"},
     "jobservice.api": {
         "jobservice.core",
         "jobservice.security",
         "jobservice.cluster",
+        "jobservice.store",
         "jobservice._upstream",
     },
 }
