@@ -25,7 +25,7 @@ from jobservice.core import (
     LimitExceeded,
     Limits,
 )
-from jobservice.core.output_log import OutputLog
+from jobservice.core.output_log import Admit, OutputLog
 
 
 async def test_ids_start_at_zero_and_increase(coord: JobCoordinator) -> None:
@@ -263,9 +263,9 @@ def slow_disk(monkeypatch: pytest.MonkeyPatch) -> None:
     """Creating a log file takes 0.2 s, as on a disk busy writing back other jobs' output."""
     real = OutputLog.__init__
 
-    def slow(self: OutputLog, path: Path, max_bytes: int = 0) -> None:
+    def slow(self: OutputLog, path: Path, max_bytes: int = 0, admit: Admit | None = None) -> None:
         time.sleep(0.2)
-        real(self, path, max_bytes)
+        real(self, path, max_bytes, admit)
 
     monkeypatch.setattr(OutputLog, "__init__", slow)
 

@@ -32,6 +32,7 @@ class Rule:
 RULES: dict[str, Rule] = {
     "Start": Rule(Permission.START_STOP, takes_job_id=False),
     "Stop": Rule(Permission.START_STOP, takes_job_id=True),
+    "Remove": Rule(Permission.START_STOP, takes_job_id=True),
     "Status": Rule(Permission.STATUS_OUTPUT, takes_job_id=True),
     "List": Rule(Permission.STATUS_OUTPUT, takes_job_id=False),
     "Output": Rule(Permission.STATUS_OUTPUT, takes_job_id=True),

@@ -85,6 +85,9 @@ class Dispatcher(JobServiceBase):
     async def Stop(self, stream: Stream[pb.StopRequest, pb.StopResponse]) -> None:
         await self._unary("Stop", stream, pb.StopRequest, self._bodies.stop)
 
+    async def Remove(self, stream: Stream[pb.RemoveRequest, pb.RemoveResponse]) -> None:
+        await self._unary("Remove", stream, pb.RemoveRequest, self._bodies.remove)
+
     async def Status(self, stream: Stream[pb.StatusRequest, pb.StatusResponse]) -> None:
         await self._unary("Status", stream, pb.StatusRequest, self._bodies.status)
 

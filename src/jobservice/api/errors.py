@@ -28,6 +28,7 @@ from jobservice.core.errors import (
     InvalidRequest,
     JobNotFound,
     JobNotRunning,
+    JobStillRunning,
     LimitExceeded,
     SpawnFailed,
 )
@@ -107,6 +108,7 @@ STATUS_TABLE: tuple[tuple[type[Exception], Status], ...] = (
     (InvalidRequest, Status.INVALID_ARGUMENT),
     (JobNotFound, Status.NOT_FOUND),
     (JobNotRunning, Status.FAILED_PRECONDITION),
+    (JobStillRunning, Status.FAILED_PRECONDITION),
     (LimitExceeded, Status.RESOURCE_EXHAUSTED),
     (RequestTooLarge, Status.RESOURCE_EXHAUSTED),
     (RequestTimeout, Status.RESOURCE_EXHAUSTED),

@@ -16,7 +16,7 @@ from jobservice.api.codec import PassThroughCodec
 from jobservice.api.connections import GatedServer
 from jobservice.api.dispatch import Dispatcher
 from jobservice.api.servicer import RpcBodies
-from jobservice.core import JobCoordinator, Limits
+from jobservice.core import JobCoordinator, Limits, Retention
 from jobservice.core.store import JobStore
 from jobservice.security import tls
 from jobservice.security.policy import Policy
@@ -52,6 +52,8 @@ class ServerConfig:
     # not slow but stalling, and holds a call slot (and its connection) open.
     request_timeout: float = 10.0
     limits: Limits = field(default_factory=Limits)
+    # When finished jobs are removed (record and output); jobd's default keeps them 7 days.
+    retention: Retention = field(default_factory=Retention)
     max_streams: int = 1000
     # One user's share of the streams: a client that opens streams and never reads them (each
     # then holds its place for as long as its job runs) starves only itself.
@@ -100,8 +102,13 @@ class JobServer:
         )
         # With a store, this lists the recorded jobs again and recovers from a crash first.
         self.coordinator = JobCoordinator(
-            config.data_dir, stop_grace=config.stop_grace, limits=config.limits, store=store
+            config.data_dir,
+            stop_grace=config.stop_grace,
+            limits=config.limits,
+            store=store,
+            retention=config.retention,
         )
+        self._tidy: asyncio.Task[None] | None = None
         authorizer = Authorizer(config.policy, lambda job_id: self.coordinator.status(job_id).owner)
         bodies = RpcBodies(self.coordinator, authorizer.may_see)
         self.dispatcher = Dispatcher(
@@ -127,12 +134,16 @@ class JobServer:
 
     async def start(self) -> tuple[str, int]:
         """Listen; return the bound address (the real port when 0 was asked)."""
-        return await self._grpc.listen(self.config.host, self.config.port, context=self._context)
+        address = await self._grpc.listen(self.config.host, self.config.port, context=self._context)
+        self._tidy = asyncio.create_task(self.coordinator.keep_tidy())
+        return address
 
     async def shutdown(self) -> None:
         """Stop gracefully, within about stop_grace + drain_timeout seconds."""
         self.dispatcher.draining = True
         self._grpc.stop_listening()
+        if self._tidy is not None:
+            self._tidy.cancel()
         await self.coordinator.close()
         try:
             await asyncio.wait_for(self.dispatcher.wait_idle(), self.config.drain_timeout)

@@ -19,7 +19,7 @@ Visible = Callable[[Identity, JobInfo], bool]
 
 
 class RpcBodies:
-    """The bodies of the five RPCs over one JobCoordinator (run by `dispatch.Dispatcher`)."""
+    """The bodies of the six RPCs over one JobCoordinator (run by `dispatch.Dispatcher`)."""
 
     def __init__(self, coordinator: JobCoordinator, visible: Visible) -> None:
         self._coord = coordinator
@@ -38,6 +38,11 @@ class RpcBodies:
         # its SIGTERM and its SIGKILL, leaving a job that ignored SIGTERM running.
         info = await asyncio.shield(self._coord.stop(request.job_id))
         return pb.StopResponse(status=convert.info_to_proto(info))
+
+    async def remove(self, caller: Identity, request: pb.RemoveRequest) -> pb.RemoveResponse:
+        # Shielded: once begun, a removal completes even if the client hangs up.
+        await asyncio.shield(self._coord.remove(request.job_id))
+        return pb.RemoveResponse()
 
     async def status(self, caller: Identity, request: pb.StatusRequest) -> pb.StatusResponse:
         info = self._coord.status(request.job_id)

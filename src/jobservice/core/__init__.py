@@ -20,10 +20,12 @@ if TYPE_CHECKING:
         JobError,
         JobNotFound,
         JobNotRunning,
+        JobStillRunning,
         LimitExceeded,
         SpawnFailed,
     )
     from jobservice.core.model import Chunk, ExitStatus, JobInfo, JobState, Limits, Stream
+    from jobservice.core.retention import Retention
     from jobservice.core.subscription import Subscription
 
 __all__ = [
@@ -40,8 +42,10 @@ __all__ = [
     "JobNotFound",
     "JobNotRunning",
     "JobState",
+    "JobStillRunning",
     "LimitExceeded",
     "Limits",
+    "Retention",
     "SpawnFailed",
     "Stream",
     "Subscription",
@@ -51,6 +55,7 @@ __all__ = [
 _HOMES = {
     "JobCoordinator": "coordinator",
     "Subscription": "subscription",
+    "Retention": "retention",
     **dict.fromkeys(["Chunk", "ExitStatus", "JobInfo", "JobState", "Limits", "Stream"], "model"),
     **dict.fromkeys(
         [
@@ -62,6 +67,7 @@ _HOMES = {
             "JobError",
             "JobNotFound",
             "JobNotRunning",
+            "JobStillRunning",
             "LimitExceeded",
             "SpawnFailed",
         ],

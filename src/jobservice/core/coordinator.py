@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from jobservice.core.errors import (
@@ -20,12 +21,14 @@ from jobservice.core.errors import (
     LimitExceeded,
     SpawnFailed,
 )
+from jobservice.core.janitor import Janitor
 from jobservice.core.job import FinishedJob, Job
 from jobservice.core.journal import Journal
 from jobservice.core.model import JobInfo, JobState, Limits, Stream
 from jobservice.core.output_log import MAGIC, OutputLog, scan_log
 from jobservice.core.process import spawn
 from jobservice.core.recovery import CgroupKiller, kill_leftovers, leader_of
+from jobservice.core.retention import Retention
 from jobservice.core.spec import JobSpec, make_spec
 from jobservice.core.store import Ended, JobRecord, JobStore
 from jobservice.core.subscription import Subscription
@@ -55,6 +58,10 @@ class JobCoordinator:
     coordinator lists every recorded job again, kills what is left of jobs that were running
     when the previous process died (`cgroup_killer` first, if given) and marks them LOST, and
     continues ids after the highest ever recorded. Without one, jobs live as long as it does.
+
+    `retention` says when finished jobs are removed (by default never; see `Retention`); the
+    age rule is applied at construction and by `keep_tidy`, which the owner of the coordinator
+    runs as a task; `clock` (seconds since the epoch) is there for tests.
     """
 
     def __init__(
@@ -65,6 +72,8 @@ class JobCoordinator:
         limits: Limits | None = None,
         store: JobStore | None = None,
         cgroup_killer: CgroupKiller | None = None,
+        retention: Retention | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.limits = limits or Limits()
         self.stop_grace = stop_grace
@@ -76,8 +85,11 @@ class JobCoordinator:
         self._next_id = _next_free_id(self._logs)
         self._closed = False
         self._journal = Journal(store) if store is not None else None
+        self._clock = clock
+        self._janitor = Janitor(self._jobs, self._journal, retention or Retention(), clock)
         if store is not None:
             self._restore(store, cgroup_killer)
+        self._janitor.sweep_at_start()
 
     async def start(
         self,
@@ -144,7 +156,8 @@ class JobCoordinator:
         except Exception as exc:
             process.signal(signal.SIGKILL)
             await asyncio.shield(job.finished)
-            self._jobs.pop(job.id, None)
+            if self._jobs.pop(job.id, None) is not None:
+                self._janitor.usage.remove(job.owner, job.output.size)
             raise SpawnFailed(f"cannot record the job: {exc}") from None
 
     async def _record_end(self, info: JobInfo) -> None:
@@ -162,8 +175,9 @@ class JobCoordinator:
         path = self._log_path(job_id)
         # Creating a file can take a millisecond while the disk writes back other jobs' output;
         # in a thread it does not hold up every other call on the event loop.
+        admit = functools.partial(self._janitor.admit, owner)
         creating = asyncio.ensure_future(
-            asyncio.to_thread(OutputLog, path, self.limits.max_output_bytes)
+            asyncio.to_thread(OutputLog, path, self.limits.max_output_bytes, admit)
         )
         try:
             output = await asyncio.shield(creating)
@@ -181,6 +195,7 @@ class JobCoordinator:
         except BaseException:
             _discard(output)
             raise
+        self._janitor.usage.add(owner, output.size)
         before_end = self._record_end if self._journal is not None else None
         return Job(job_id, owner, spec, output, process, before_end=before_end)
 
@@ -227,6 +242,14 @@ class JobCoordinator:
             await asyncio.shield(job.finished)
         return job.info()
 
+    async def remove(self, job_id: int) -> None:
+        """Delete a finished job's record and output. Raises JobNotFound, JobStillRunning."""
+        await self._janitor.remove(job_id)
+
+    async def keep_tidy(self) -> None:
+        """Remove finished jobs as they pass `retention.keep_for`, until cancelled."""
+        await self._janitor.run()
+
     async def close(self) -> None:
         """Take no new jobs and stop every running one with the normal stop procedure."""
         self._closed = True
@@ -235,6 +258,7 @@ class JobCoordinator:
         for job_id, result in zip(running, results, strict=True):
             if isinstance(result, BaseException) and not isinstance(result, JobNotRunning):
                 log.error("stopping job %d at shutdown failed: %r", job_id, result)
+        await self._janitor.close()
         if self._journal is not None:
             await self._journal.close()
 
@@ -253,6 +277,7 @@ class JobCoordinator:
                 lost.append(Ended(info, size))
             output = OutputLog.finished(path, size, info.output_bytes, info.output_truncated)
             self._jobs[info.id] = FinishedJob(info, output)
+            self._janitor.usage.add(info.owner, size)
         self._next_id = max(self._next_id, stored.next_id)
         if lost:
             self._journal.write_now(lost)
@@ -268,7 +293,7 @@ class JobCoordinator:
         info = dataclasses.replace(
             info,
             state=JobState.LOST,
-            ended_at=time.time(),
+            ended_at=self._clock(),
             output_bytes=data_bytes,
             lost_reason=LOST_REASON,
         )

@@ -7,6 +7,7 @@ JobError
 │   └── DirectoryNotFound     the working directory is missing or not a directory
 ├── JobNotFound               no job with that id
 ├── JobNotRunning             the job has already exited
+├── JobStillRunning           the job must be stopped first (to remove it)
 ├── LimitExceeded             a documented resource limit would be exceeded
 ├── SpawnFailed               the host could not start the process (fork/exec failure)
 └── CoordinatorClosed         the coordinator is shutting down and takes no new work
@@ -23,6 +24,7 @@ __all__ = [
     "JobError",
     "JobNotFound",
     "JobNotRunning",
+    "JobStillRunning",
     "LimitExceeded",
     "SpawnFailed",
 ]
@@ -61,6 +63,14 @@ class JobNotRunning(JobError):
 
     def __init__(self, job_id: int) -> None:
         super().__init__(f"job {job_id} is not running")
+        self.job_id = job_id
+
+
+class JobStillRunning(JobError):
+    """The job is running, and what was asked needs it ended (removing it)."""
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(f"job {job_id} is running: stop it first")
         self.job_id = job_id
 
 

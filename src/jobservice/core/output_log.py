@@ -14,12 +14,12 @@ import errno
 import logging
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from jobservice.core.model import Chunk, Stream
 
-__all__ = ["MAGIC", "MAX_RECORD", "LogReader", "OutputLog", "scan_log"]
+__all__ = ["MAGIC", "MAX_RECORD", "Admit", "LogReader", "OutputLog", "scan_log"]
 
 MAGIC = b"JOBLOG1\n"
 _HEADER = struct.Struct(">BI")
@@ -30,13 +30,18 @@ _STREAMS = {Stream.STDOUT.value: Stream.STDOUT, Stream.STDERR.value: Stream.STDE
 
 log = logging.getLogger("jobservice.core")
 
+# Asked before each write with the bytes it adds to the file: False if that would pass the
+# owner's disk quota (the coordinator frees older jobs first where it can).
+Admit = Callable[[int], bool]
+
 
 class OutputLog:
     """The writer side: appends records, enforces the output quota, wakes waiting readers."""
 
-    def __init__(self, path: Path, max_bytes: int = 0) -> None:
+    def __init__(self, path: Path, max_bytes: int = 0, admit: Admit | None = None) -> None:
         self.path = path
         self.max_bytes = max_bytes  # 0: no limit
+        self.admit = admit
         self.data_bytes = 0  # output bytes recorded
         self.size = len(MAGIC)  # bytes of complete records in the file
         self.truncated = False
@@ -56,7 +61,7 @@ class OutputLog:
     def finished(cls, path: Path, size: int, data_bytes: int, truncated: bool) -> OutputLog:
         """The log of a job that ended before this process started: closed, read-only."""
         output = cls.__new__(cls)
-        output.path, output.max_bytes, output.data_bytes = path, 0, data_bytes
+        output.path, output.max_bytes, output.data_bytes, output.admit = path, 0, data_bytes, None
         output.size, output.truncated, output.closed = size, truncated, True
         output._changed, output._fd = None, -1
         return output
@@ -70,6 +75,9 @@ class OutputLog:
             self._truncate(f"output limit of {self.max_bytes} bytes reached")
             if not data:
                 return
+        if self.admit is not None and not self.admit(_HEADER.size + len(data)):
+            self._truncate("the owner's output quota is reached")
+            return
         try:
             written = os.writev(self._fd, (_HEADER.pack(stream.value, len(data)), data))
         except OSError as e:

@@ -106,8 +106,8 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open {self.path}: {exc}") from None
         try:
-            os.chmod(self.path, 0o600)
             self._open()
+            os.chmod(self.path, 0o600)  # ours now: the records are nobody else's business
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise StoreError(f"{self.path} is not a usable jobservice database: {exc}") from None

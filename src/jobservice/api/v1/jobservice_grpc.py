@@ -35,6 +35,10 @@ class JobServiceBase(abc.ABC):
     async def Output(self, stream: 'grpclib.server.Stream[jobservice.api.v1.jobservice_pb2.OutputRequest, jobservice.api.v1.jobservice_pb2.OutputResponse]') -> None:
         pass
 
+    @abc.abstractmethod
+    async def Remove(self, stream: 'grpclib.server.Stream[jobservice.api.v1.jobservice_pb2.RemoveRequest, jobservice.api.v1.jobservice_pb2.RemoveResponse]') -> None:
+        pass
+
     def __mapping__(self) -> typing.Dict[str, grpclib.const.Handler]:
         return {
             '/jobservice.v1.JobService/Start': grpclib.const.Handler(
@@ -66,6 +70,12 @@ class JobServiceBase(abc.ABC):
                 grpclib.const.Cardinality.UNARY_STREAM,
                 jobservice.api.v1.jobservice_pb2.OutputRequest,
                 jobservice.api.v1.jobservice_pb2.OutputResponse,
+            ),
+            '/jobservice.v1.JobService/Remove': grpclib.const.Handler(
+                self.Remove,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                jobservice.api.v1.jobservice_pb2.RemoveRequest,
+                jobservice.api.v1.jobservice_pb2.RemoveResponse,
             ),
         }
 
@@ -102,4 +112,10 @@ class JobServiceStub:
             '/jobservice.v1.JobService/Output',
             jobservice.api.v1.jobservice_pb2.OutputRequest,
             jobservice.api.v1.jobservice_pb2.OutputResponse,
+        )
+        self.Remove = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/jobservice.v1.JobService/Remove',
+            jobservice.api.v1.jobservice_pb2.RemoveRequest,
+            jobservice.api.v1.jobservice_pb2.RemoveResponse,
         )

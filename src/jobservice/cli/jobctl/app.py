@@ -22,6 +22,7 @@ Examples (a server on {DEFAULT_SERVER}, certificates from `jobd pki init --out p
   jobctl status 0                                   # Job '0': Exited: 0
   jobctl output 0                                   # hello world
   jobctl stop 1                                     # Stopped Job '1'
+  jobctl rm 0 1                                     # Removed Job '0' ...
   jobctl list
   jobctl run -- sh -c 'echo hi; exit 3'             # exits 3, like the job
 
@@ -52,6 +53,7 @@ Shell completion (bash; zsh and fish likewise):
 VERBS = {
     "list": "List the jobs you may see: id, owner, state, exit, started, command.",
     "output": "Print a job's output; follow it live until the job ends.",
+    "rm": "Remove finished jobs: their record and their output, now.",
     "run": "Start a job, stream its output, and exit with the job's exit status.",
     "start": "Start a job and print its id.",
     "status": "Show a job's status.",

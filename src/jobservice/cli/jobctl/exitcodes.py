@@ -12,7 +12,7 @@ class ExitCode(enum.IntEnum):
     """Every exit status jobctl uses; documented in docs/cli.md and `jobctl --help`."""
 
     OK = 0
-    NOT_RUNNING = 1  # the job is not running (stop)
+    NOT_RUNNING = 1  # the job is not running (stop), or still running (rm)
     USAGE = 2  # bad flags or configuration (click uses 2 for usage errors too)
     NOT_FOUND = 3  # no such job, or one the caller may not see
     PERMISSION_DENIED = 4  # the caller's role does not allow it, or the user is unknown

@@ -20,8 +20,10 @@ __all__ = [
     "job_json",
     "list_table",
     "not_running_line",
+    "removed_line",
     "state_text",
     "status_line",
+    "still_running_line",
     "stopped_line",
 ]
 
@@ -111,6 +113,14 @@ def status_line(job: JobView) -> str:
 
 def stopped_line(job_id: int) -> str:
     return f"Stopped Job '{job_id}'"
+
+
+def removed_line(job_id: int) -> str:
+    return f"Removed Job '{job_id}'"
+
+
+def still_running_line(job_id: int) -> str:
+    return f"Job '{job_id}' is running: stop it first."
 
 
 def not_running_line(job_id: int) -> str:

@@ -16,7 +16,8 @@ from jobservice._upstream.hyperframe import quiet_data_frame_repr
 from jobservice.address import format_address, parse_address
 from jobservice.api.server import JobServer, ServerConfig, config_default
 from jobservice.cli.jobd.logsetup import configure_logging
-from jobservice.core import Limits
+from jobservice.cli.jobd.units import BYTES, DURATION
+from jobservice.core import Limits, Retention
 from jobservice.core.store import JobStore
 from jobservice.security.errors import PolicyError, TLSPolicyError
 from jobservice.security.policy import Policy
@@ -147,6 +148,23 @@ def default_data_dir() -> Path:
     help="Connections one user (certificate name) may have open at once.",
 )
 @click.option(
+    "--retain",
+    default="7d",
+    show_default=True,
+    type=DURATION,
+    help="How long a finished job's record and output are kept after it ended: 30s, 15m, 12h, "
+    "7d, or forever (docs/retention.md). `jobctl rm` removes one sooner.",
+)
+@click.option(
+    "--user-quota",
+    default="0",
+    show_default=True,
+    type=BYTES,
+    help="Output bytes on disk per user (e.g. 10G; 0: no quota). When new output would pass it, "
+    "the user's oldest finished jobs are removed first; only if the running jobs alone pass "
+    "it is their output cut (marked truncated).",
+)
+@click.option(
     "--no-store",
     is_flag=True,
     hidden=True,
@@ -172,6 +190,8 @@ def serve(
     max_streams_per_user: int,
     max_connections: int,
     max_connections_per_user: int,
+    retain: float | None,
+    user_quota: int,
     no_store: bool,
     verbose: bool,
 ) -> None:
@@ -211,6 +231,7 @@ def serve(
             max_running_jobs=max_jobs,
             max_output_bytes=max_output_bytes,
         ),
+        retention=Retention(keep_for=retain, owner_quota=user_quota),
         max_streams=max_streams,
         max_streams_per_user=max_streams_per_user,
         max_connections=max_connections,
