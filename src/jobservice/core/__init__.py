@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from jobservice.core.errors import (
         CommandNotExecutable,
         CommandNotFound,
+        ConfinementUnavailable,
         CoordinatorClosed,
         DirectoryNotFound,
         InvalidRequest,
@@ -24,7 +25,16 @@ if TYPE_CHECKING:
         LimitExceeded,
         SpawnFailed,
     )
-    from jobservice.core.model import Chunk, ExitStatus, JobInfo, JobState, Limits, Stream
+    from jobservice.core.model import (
+        Chunk,
+        ExitStatus,
+        JobInfo,
+        JobLimits,
+        JobState,
+        Limits,
+        Stream,
+        Usage,
+    )
     from jobservice.core.retention import Retention
     from jobservice.core.subscription import Subscription
 
@@ -32,6 +42,7 @@ __all__ = [
     "Chunk",
     "CommandNotExecutable",
     "CommandNotFound",
+    "ConfinementUnavailable",
     "CoordinatorClosed",
     "DirectoryNotFound",
     "ExitStatus",
@@ -39,6 +50,7 @@ __all__ = [
     "JobCoordinator",
     "JobError",
     "JobInfo",
+    "JobLimits",
     "JobNotFound",
     "JobNotRunning",
     "JobState",
@@ -49,6 +61,7 @@ __all__ = [
     "SpawnFailed",
     "Stream",
     "Subscription",
+    "Usage",
 ]
 
 # Which submodule defines each public name (tests/unit/test_core_package.py keeps it whole).
@@ -56,11 +69,15 @@ _HOMES = {
     "JobCoordinator": "coordinator",
     "Subscription": "subscription",
     "Retention": "retention",
-    **dict.fromkeys(["Chunk", "ExitStatus", "JobInfo", "JobState", "Limits", "Stream"], "model"),
+    **dict.fromkeys(
+        ["Chunk", "ExitStatus", "JobInfo", "JobLimits", "JobState", "Limits", "Stream", "Usage"],
+        "model",
+    ),
     **dict.fromkeys(
         [
             "CommandNotExecutable",
             "CommandNotFound",
+            "ConfinementUnavailable",
             "CoordinatorClosed",
             "DirectoryNotFound",
             "InvalidRequest",

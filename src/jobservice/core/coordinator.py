@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -13,7 +14,12 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from jobservice.core.confine.account import Account
+from jobservice.core.confine.base import Confinement
+from jobservice.core.confine.none import Unconfined
+from jobservice.core.confine.trampoline import Trampoline, find_perl
 from jobservice.core.errors import (
+    ConfinementUnavailable,
     CoordinatorClosed,
     InvalidRequest,
     JobNotFound,
@@ -24,7 +30,7 @@ from jobservice.core.errors import (
 from jobservice.core.janitor import Janitor
 from jobservice.core.job import FinishedJob, Job
 from jobservice.core.journal import Journal
-from jobservice.core.model import JobInfo, JobState, Limits, Stream
+from jobservice.core.model import NO_LIMITS, JobInfo, JobLimits, JobState, Limits, Stream
 from jobservice.core.output_log import MAGIC, OutputLog, scan_log
 from jobservice.core.process import spawn
 from jobservice.core.recovery import CgroupKiller, kill_leftovers, leader_of
@@ -62,6 +68,9 @@ class JobCoordinator:
     `retention` says when finished jobs are removed (by default never; see `Retention`); the
     age rule is applied at construction and by `keep_tidy`, which the owner of the coordinator
     runs as a task; `clock` (seconds since the epoch) is there for tests.
+
+    With a `confinement` (see `confine.detect`), each job runs in its own cgroup, and a job
+    left running by a dead server is killed through its cgroup first.
     """
 
     def __init__(
@@ -74,8 +83,18 @@ class JobCoordinator:
         cgroup_killer: CgroupKiller | None = None,
         retention: Retention | None = None,
         clock: Callable[[], float] = time.time,
+        confinement: Confinement | None = None,
     ) -> None:
         self.limits = limits or Limits()
+        self.confinement = confinement or Unconfined("no confinement configured")
+        self._trampoline: Trampoline | None = None
+        if self.confinement.confined:
+            perl = find_perl()
+            if perl is None:
+                raise ConfinementUnavailable("perl, which places jobs in cgroups, is missing")
+            self._trampoline = Trampoline(perl)
+            cgroup_killer = cgroup_killer or self.confinement.kill_job
+        self._timeouts: set[asyncio.Task[None]] = set()
         self.stop_grace = stop_grace
         self._data_dir = Path(data_dir)
         self._logs = self._data_dir / "logs"
@@ -98,39 +117,50 @@ class JobCoordinator:
         args: Sequence[str] = (),
         dir: str = "",
         env: Sequence[str] = (),
+        *,
+        limits: JobLimits = NO_LIMITS,
+        run_as: Account | None = None,
     ) -> int:
         """Spawn `command args...` in `dir` with exactly `env` (NAME=VALUE); return its id.
 
-        Raises InvalidRequest (or CommandNotFound, CommandNotExecutable, DirectoryNotFound),
-        LimitExceeded, SpawnFailed or CoordinatorClosed. A command that starts and then fails is
-        not an error here: its exit status says so.
+        `limits` bound the job (cpu, memory and pids need a confining coordinator); `run_as` is
+        the Unix account it runs as (default: this process's). Raises InvalidRequest (or
+        CommandNotFound, CommandNotExecutable, DirectoryNotFound), LimitExceeded,
+        ConfinementUnavailable, SpawnFailed or CoordinatorClosed. A command that starts and
+        then fails is not an error here: its exit status says so.
         """
         if self._closed:
             raise CoordinatorClosed()
         spec = make_spec(command, args, dir, env, self.limits)
+        check_job_limits(limits)
         self._check_capacity(owner)
         # Reserve the owner's slot and the id before the first await, so that concurrent starts
         # neither share an id nor overshoot a limit.
         self._running[owner] += 1
         try:
-            job = await self._spawn_new(owner, spec)
+            job = await self._spawn_new(owner, spec, limits, run_as)
         except BaseException:
             self._release(owner)
             raise
         self._jobs[job.id] = job
         job.finished.add_done_callback(lambda _: self._retire(job))
+        if limits.timeout is not None:
+            timer = asyncio.get_running_loop().call_later(limits.timeout, self._time_out, job)
+            job.finished.add_done_callback(lambda _: timer.cancel())
         if self._journal is not None:
             await self._record_start(job, spec)
         log.info("job %d started by %s: pid %d: %s", job.id, owner, job.process.pid, spec.command)
         return job.id
 
-    async def _spawn_new(self, owner: str, spec: JobSpec) -> Job:
+    async def _spawn_new(
+        self, owner: str, spec: JobSpec, limits: JobLimits, run_as: Account | None
+    ) -> Job:
         """Spawn under the next free id, passing over ids whose output log already exists."""
         for _ in range(_ID_ATTEMPTS):
             job_id = self._next_id
             self._next_id += 1
             try:
-                return await self._spawn(job_id, owner, spec)
+                return await self._spawn(job_id, owner, spec, limits, run_as)
             except _IdTaken:
                 log.warning("%s already exists: job id %d skipped", self._log_path(job_id), job_id)
             except BaseException as e:
@@ -170,8 +200,10 @@ class JobCoordinator:
         except Exception as exc:  # it shows as ended all the same; a restart will say lost
             log.error("job %d: cannot record its end: %s", info.id, exc)
 
-    async def _spawn(self, job_id: int, owner: str, spec: JobSpec) -> Job:
-        """Create the job's log, then its process."""
+    async def _spawn(
+        self, job_id: int, owner: str, spec: JobSpec, limits: JobLimits, run_as: Account | None
+    ) -> Job:
+        """Create the job's log, then its cgroup, then its process."""
         path = self._log_path(job_id)
         # Creating a file can take a millisecond while the disk writes back other jobs' output;
         # in a thread it does not hold up every other call on the event loop.
@@ -188,16 +220,32 @@ class JobCoordinator:
             raise _IdTaken() from None
         except OSError as e:  # a full disk, no file descriptor left: the host's trouble
             raise SpawnFailed(f"cannot create the job's output log: {e.strerror or e}") from None
+        cgroup = None
         try:
             if self._closed:
                 raise CoordinatorClosed()
-            process = spawn(spec)
-        except BaseException:
+            cgroup = self.confinement.create(job_id, limits)
+            process = spawn(spec, cgroup, run_as, self._trampoline)
+        except BaseException as e:
             _discard(output)
+            if cgroup is not None:
+                cgroup.remove()
+            if isinstance(e, OSError):  # spawn's own errors are JobErrors: this is the cgroup
+                raise SpawnFailed(f"cannot create the job's cgroup: {e.strerror or e}") from None
             raise
         self._janitor.usage.add(owner, output.size)
         before_end = self._record_end if self._journal is not None else None
-        return Job(job_id, owner, spec, output, process, before_end=before_end)
+        name = run_as.name if run_as is not None else ""
+        return Job(
+            job_id,
+            owner,
+            spec,
+            output,
+            process,
+            before_end=before_end,
+            limits=limits,
+            run_as=name,
+        )
 
     async def stop(self, job_id: int) -> JobInfo:
         """SIGTERM the job's process group, SIGKILL it after the grace period; return when done."""
@@ -209,7 +257,7 @@ class JobCoordinator:
             await asyncio.wait_for(asyncio.shield(job.exited), self.stop_grace)
         except TimeoutError:
             log.info("job %d ignored SIGTERM for %.1fs; killing it", job_id, self.stop_grace)
-            job.process.signal(signal.SIGKILL)
+            job.process.kill()
         await asyncio.shield(job.finished)
         return job.info()
 
@@ -261,6 +309,7 @@ class JobCoordinator:
         await self._janitor.close()
         if self._journal is not None:
             await self._journal.close()
+        self.confinement.close()
 
     def _restore(self, store: JobStore, cgroup_killer: CgroupKiller | None) -> None:
         """List every recorded job again; those recorded as running did not survive: LOST."""
@@ -299,6 +348,20 @@ class JobCoordinator:
         )
         return info, size
 
+    def _time_out(self, job: Job) -> None:
+        """The job's timeout: the normal stop procedure, and its status says why."""
+        if job.process.reaped:
+            return
+        job.timed_out = True
+        log.info("job %d timed out after %ss; stopping it", job.id, job.limits.timeout)
+        task = asyncio.ensure_future(self._stop_quietly(job.id))
+        self._timeouts.add(task)
+        task.add_done_callback(self._timeouts.discard)
+
+    async def _stop_quietly(self, job_id: int) -> None:
+        with contextlib.suppress(JobNotRunning):
+            await self.stop(job_id)
+
     def _retire(self, job: Job) -> None:
         """Free a finished job's slot and keep only its final record and log."""
         self._release(job.owner)
@@ -325,6 +388,24 @@ class JobCoordinator:
             raise LimitExceeded(f"{owner} already has {per_owner} running jobs (the limit)")
         if total and sum(self._running.values()) >= total:
             raise LimitExceeded(f"{total} jobs are already running (the limit)")
+
+
+# Below these a limit cannot work as meant: the CFS quota's floor is 1 ms per 100 ms period, and
+# a job needs a few MiB just to exec.
+MIN_CPU = 0.01
+MIN_MEMORY = 4 << 20
+
+
+def check_job_limits(limits: JobLimits) -> None:
+    """Raise InvalidRequest for a limit no job could run under."""
+    if limits.cpu is not None and not limits.cpu >= MIN_CPU:
+        raise InvalidRequest(f"cpu limit must be at least {MIN_CPU} cores")
+    if limits.memory is not None and limits.memory < MIN_MEMORY:
+        raise InvalidRequest(f"memory limit must be at least {MIN_MEMORY} bytes (4 MiB)")
+    if limits.pids is not None and limits.pids < 1:
+        raise InvalidRequest("pids limit must be at least 1")
+    if limits.timeout is not None and not limits.timeout > 0:
+        raise InvalidRequest("timeout must be positive")
 
 
 def _discard(output: OutputLog) -> None:

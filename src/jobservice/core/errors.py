@@ -10,6 +10,7 @@ JobError
 ├── JobStillRunning           the job must be stopped first (to remove it)
 ├── LimitExceeded             a documented resource limit would be exceeded
 ├── SpawnFailed               the host could not start the process (fork/exec failure)
+├── ConfinementUnavailable    cgroup limits asked of a server that cannot confine jobs
 └── CoordinatorClosed         the coordinator is shutting down and takes no new work
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 __all__ = [
     "CommandNotExecutable",
     "CommandNotFound",
+    "ConfinementUnavailable",
     "CoordinatorClosed",
     "DirectoryNotFound",
     "InvalidRequest",
@@ -80,6 +82,10 @@ class LimitExceeded(JobError):
 
 class SpawnFailed(JobError):
     """The operating system refused to start the process (for example fork failing)."""
+
+
+class ConfinementUnavailable(JobError):
+    """Jobs here run without cgroups, so cgroup limits cannot be applied (or were required)."""
 
 
 class CoordinatorClosed(JobError):

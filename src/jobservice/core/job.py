@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from jobservice.core.model import ExitStatus, JobInfo, JobState, Stream
+from jobservice.core.model import NO_LIMITS, ExitStatus, JobInfo, JobLimits, JobState, Stream, Usage
 from jobservice.core.output_log import MAX_RECORD, OutputLog
 from jobservice.core.process import ProcessGroup
 from jobservice.core.spec import JobSpec
@@ -19,6 +19,9 @@ __all__ = ["DRAIN_GRACE", "FinishedJob", "Job"]
 # After the job's process group is gone, how long a pipe may stay open (held by a process that
 # escaped the group with setsid) before we stop reading it and end the job's output.
 DRAIN_GRACE = 1.0
+# How soon to look again when a killed cgroup still reads populated with no process listed (the
+# kernel updates the two apart); bounded by DRAIN_GRACE.
+_RECHECK = 0.01
 # Pipe reads per wake-up: enough to keep up with a fast writer, few enough to stay fair to others.
 _READS_PER_WAKEUP = 4
 
@@ -60,6 +63,8 @@ class Job:
         process: ProcessGroup,
         *,
         before_end: BeforeEnd | None = None,
+        limits: JobLimits = NO_LIMITS,
+        run_as: str = "",
     ) -> None:
         self.id = job_id
         self.owner = owner
@@ -71,6 +76,10 @@ class Job:
         self.started_at = time.time()
         self.ended_at: float | None = None
         self.exit: ExitStatus | None = None
+        self.limits, self.run_as = limits, run_as
+        self.usage: Usage | None = None
+        self.oom_killed = False
+        self.timed_out = False
         self._loop = asyncio.get_running_loop()
         self.exited: asyncio.Future[None] = self._loop.create_future()  # leader reaped
         self.finished: asyncio.Future[None] = self._loop.create_future()  # and output drained
@@ -79,6 +88,7 @@ class Job:
         self._drain_timer: asyncio.TimerHandle | None = None
         self._before_end = before_end
         self._ending: asyncio.Future[None] | None = None
+        self._gave_up = False
         for fd, stream in self._pipes.items():
             self._loop.add_reader(fd, self._on_output, fd, stream)
         self._loop.add_reader(process.pidfd, self._on_exit)
@@ -100,6 +110,12 @@ class Job:
             exit=self.exit if finished else None,
             output_bytes=self.output.data_bytes,
             output_truncated=self.output.truncated,
+            limits=self.limits,
+            confined=self.process.cgroup is not None,
+            run_as=self.run_as,
+            usage=self.usage if finished else None,
+            oom_killed=self.oom_killed if finished else False,
+            timed_out=self.timed_out,
         )
 
     def _on_output(self, fd: int, stream: Stream) -> None:
@@ -123,12 +139,19 @@ class Job:
         self.exit = self.process.reap()
         self.ended_at = time.time()
         self.exited.set_result(None)
+        self._watch_survivors()
+        if self._pipes or self._survivors or self._populated():
+            self._drain_timer = self._loop.call_later(DRAIN_GRACE, self._give_up)
+        self._maybe_finish()
+
+    def _watch_survivors(self) -> None:
         for pidfd in self.process.survivors():
             self._survivors.add(pidfd)
             self._loop.add_reader(pidfd, self._on_survivor_exit, pidfd)
-        if self._pipes or self._survivors:
-            self._drain_timer = self._loop.call_later(DRAIN_GRACE, self._give_up)
-        self._maybe_finish()
+
+    def _populated(self) -> bool:
+        cgroup = self.process.cgroup
+        return cgroup is not None and cgroup.populated()
 
     def _on_survivor_exit(self, pidfd: int) -> None:
         self._loop.remove_reader(pidfd)
@@ -146,10 +169,12 @@ class Job:
             len(self._survivors),
             DRAIN_GRACE,
         )
+        self._gave_up = True
         for fd in list(self._pipes):
             self._close_pipe(fd)
         for pidfd in list(self._survivors):
             self._on_survivor_exit(pidfd)
+        self._finish()
 
     def _close_pipe(self, fd: int) -> None:
         self._loop.remove_reader(fd)
@@ -163,8 +188,26 @@ class Job:
             return
         if self._pipes or self._survivors:
             return
+        if not self._gave_up and self._populated():
+            self._watch_survivors()  # forked before the kill took hold: wait for these too
+            if not self._survivors and self._drain_timer is not None:
+                self._loop.call_later(_RECHECK, self._maybe_finish)
+            return
+        self._finish()
+
+    def _finish(self) -> None:
+        """Record the end (usage read before the cgroup goes), then `_end`."""
+        if self._ending is not None:
+            return
         if self._drain_timer is not None:
             self._drain_timer.cancel()
+        cgroup = self.process.cgroup
+        if cgroup is not None:
+            self.usage, self.oom_killed = cgroup.usage(), cgroup.oom_killed()
+            try:
+                cgroup.remove()
+            except OSError as e:  # a process stuck in the kernel: found again at the next start
+                log.warning("job %d: cannot remove its cgroup %s: %s", self.id, cgroup.path, e)
         self.output.close()
         if self._before_end is None:
             self._ending = self._loop.create_future()

@@ -7,7 +7,17 @@ import os
 import signal
 from dataclasses import dataclass
 
-__all__ = ["Chunk", "ExitStatus", "JobInfo", "JobState", "Limits", "Stream"]
+__all__ = [
+    "NO_LIMITS",
+    "Chunk",
+    "ExitStatus",
+    "JobInfo",
+    "JobLimits",
+    "JobState",
+    "Limits",
+    "Stream",
+    "Usage",
+]
 
 
 class Stream(enum.Flag):
@@ -68,6 +78,32 @@ class ExitStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class JobLimits:
+    """What one job may use; None leaves a resource unbounded (beyond the host's own limits)."""
+
+    cpu: float | None = None  # cores, fractional: 0.5 is half of one core's time
+    memory: int | None = None  # bytes of memory, with no swap
+    pids: int | None = None  # processes and threads at once
+    timeout: float | None = None  # seconds of wall time, then the normal stop procedure
+
+    @property
+    def needs_cgroup(self) -> bool:
+        """Whether a cgroup must enforce these (the timeout alone needs none)."""
+        return self.cpu is not None or self.memory is not None or self.pids is not None
+
+
+NO_LIMITS = JobLimits()
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What a confined job used, read from its cgroup when it ended."""
+
+    cpu_seconds: float
+    peak_memory: int | None = None  # bytes; None where the kernel does not record a peak
+
+
+@dataclass(frozen=True, slots=True)
 class JobInfo:
     """A snapshot of one job. The environment is deliberately absent: it may hold secrets."""
 
@@ -83,6 +119,12 @@ class JobInfo:
     output_bytes: int = 0
     output_truncated: bool = False
     lost_reason: str | None = None  # set when state is LOST: what happened
+    limits: JobLimits = NO_LIMITS
+    confined: bool = False  # ran in its own cgroup (else: a process group only)
+    run_as: str = ""  # the Unix account it ran as; "" for the server's own
+    usage: Usage | None = None  # set once a confined job has ended
+    oom_killed: bool = False  # the kernel's OOM killer killed a process of the job
+    timed_out: bool = False  # its timeout stopped it
 
     @property
     def is_running(self) -> bool:

@@ -2,8 +2,9 @@
 
 Every job is the leader of its own session and process group. The leader is reaped only by
 `ProcessGroup.reap`, and the group is signalled only before that, while the leader (alive or a
-zombie) still holds the group id, so a signal can never reach a recycled group. Resource control
-(cgroups) slots in here: place the child in its cgroup before it runs its own code.
+zombie) still holds the group id, so a signal can never reach a recycled group. A confined job
+also has a cgroup, entered by the trampoline before its own code runs: then signals and the
+final kill go to every process in the cgroup, however it detached from the group.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import signal
 import subprocess
 from dataclasses import dataclass, field
 
+from jobservice.core.confine.account import Account
+from jobservice.core.confine.base import JobCgroup
+from jobservice.core.confine.trampoline import Trampoline, env_memfd
 from jobservice.core.errors import (
     CommandNotExecutable,
     CommandNotFound,
@@ -41,14 +45,26 @@ class ProcessGroup:
     stdout_fd: int
     stderr_fd: int
     _popen: subprocess.Popen[bytes] = field(repr=False)
+    cgroup: JobCgroup | None = None
     reaped: bool = False
 
     def signal(self, sig: int) -> None:
-        """Send `sig` to every process in the job's group; a no-op once the leader is reaped."""
-        if self.reaped:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, sig)
+        """Send `sig` to every process of the job: its group while it has one, and its cgroup.
+
+        The group too, because a job just started may still be in the trampoline, not yet in
+        its cgroup (and then alone in its group).
+        """
+        if not self.reaped:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, sig)
+        if self.cgroup is not None:
+            self.cgroup.signal(sig)
+
+    def kill(self) -> None:
+        """SIGKILL every process of the job (its whole cgroup at once, when it has one)."""
+        self.signal(signal.SIGKILL)  # the leader, should it not be in its cgroup yet
+        if self.cgroup is not None:
+            self.cgroup.kill()  # the whole cgroup at once, forks racing with the kill included
 
     def reap(self) -> ExitStatus:
         """Kill what is left of the group, then reap the (exited) leader and return its status.
@@ -56,7 +72,7 @@ class ProcessGroup:
         The leader has exited when this is called (its pidfd became readable). Processes it left
         behind in its group die with it, so a job's pipes reach end-of-file and nothing outlives it.
         """
-        self.signal(signal.SIGKILL)
+        self.kill()
         try:
             _, status = os.waitpid(self.pid, 0)
             result = ExitStatus.from_wait_status(status)
@@ -72,25 +88,32 @@ class ProcessGroup:
 
         SIGKILL takes effect when its target next runs, so a loaded host can show members of the
         group alive for a moment after the leader was reaped; a job is over only when they are
-        gone. Signal 0 signals nothing, so this breaks no rule about reaped groups.
+        gone. Signal 0 signals nothing, so this breaks no rule about reaped groups. In a cgroup,
+        they are its processes (SIGKILLed by `reap` however they detached).
         """
+        if self.cgroup is not None:
+            return _pidfds(self.cgroup.pids())
         try:
             os.killpg(self.pid, 0)
         except ProcessLookupError:
             return []  # the usual case: the group is already empty
         except PermissionError:
             pass
-        pidfds = []
-        for pid in group_members(self.pid):
-            with contextlib.suppress(ProcessLookupError):
-                pidfds.append(os.pidfd_open(pid))
-        return pidfds
+        return _pidfds(group_members(self.pid))
 
     def close_pipe(self, fd: int) -> None:
         """Close one of the output pipes (after end-of-file, or when giving up on it)."""
         for f in (self._popen.stdout, self._popen.stderr):
             if f is not None and not f.closed and f.fileno() == fd:
                 f.close()
+
+
+def _pidfds(pids: list[int]) -> list[int]:
+    pidfds = []
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            pidfds.append(os.pidfd_open(pid))
+    return pidfds
 
 
 def group_members(pgid: int) -> list[int]:
@@ -109,21 +132,27 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
-def spawn(spec: JobSpec) -> ProcessGroup:
-    """Start `spec` in a new session and process group, stdin from /dev/null, output to pipes."""
+def spawn(
+    spec: JobSpec,
+    cgroup: JobCgroup | None = None,
+    account: Account | None = None,
+    trampoline: Trampoline | None = None,
+) -> ProcessGroup:
+    """Start `spec` in a new session and process group, stdin from /dev/null, output to pipes.
+
+    With a cgroup, through the trampoline (which also switches to `account`); without one, a
+    different account is Python's own switch (fork instead of vfork, no cgroup to enter).
+    """
+    if account is not None and account.is_current():
+        account = None
     try:
-        popen = subprocess.Popen(
-            [spec.command, *spec.args],
-            executable=spec.executable,
-            cwd=spec.dir,
-            env=spec.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            close_fds=True,
-            restore_signals=True,
-        )
+        if cgroup is not None:
+            assert trampoline is not None, "a confined job needs the trampoline"
+            popen = _spawn_through(trampoline, spec, cgroup, account)
+        else:
+            popen = _popen(
+                [spec.command, *spec.args], spec.executable, spec.dir, spec.env, account=account
+            )
     except OSError as e:
         raise _spawn_error(spec, e) from None
     assert popen.stdout is not None
@@ -139,7 +168,53 @@ def spawn(spec: JobSpec) -> ProcessGroup:
         os.set_blocking(fd, False)
         with contextlib.suppress(OSError):  # only an optimisation; the default size still works
             fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
-    return ProcessGroup(popen.pid, pidfd, fds[0], fds[1], popen)
+    return ProcessGroup(popen.pid, pidfd, fds[0], fds[1], popen, cgroup)
+
+
+def _spawn_through(
+    trampoline: Trampoline, spec: JobSpec, cgroup: JobCgroup, account: Account | None
+) -> subprocess.Popen[bytes]:
+    env_fd = env_memfd(spec.env)
+    try:
+        argv = trampoline.argv(
+            env_fd=env_fd,
+            account=account,
+            directory=spec.dir,
+            executable=spec.executable,
+            procs_files=cgroup.procs_files,
+            argv=[spec.command, *spec.args],
+        )
+        # Its own cwd is "/": the trampoline enters the job's directory as the job's account.
+        return _popen(argv, trampoline.perl, "/", {}, pass_fds=(env_fd,))
+    finally:
+        os.close(env_fd)
+
+
+def _popen(
+    argv: list[str],
+    executable: str,
+    cwd: str,
+    env: dict[str, str],
+    *,
+    account: Account | None = None,
+    pass_fds: tuple[int, ...] = (),
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        argv,
+        executable=executable,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        close_fds=True,
+        restore_signals=True,
+        pass_fds=pass_fds,
+        user=None if account is None else account.uid,
+        group=None if account is None else account.gid,
+        extra_groups=None if account is None else [],
+    )
 
 
 def _spawn_error(spec: JobSpec, e: OSError) -> Exception:
