@@ -19,6 +19,7 @@ from grpclib.exceptions import GRPCError
 
 from jobservice.api import JobServiceStub
 from jobservice.api.v1 import jobservice_pb2 as pb
+from jobservice.core.confine import ConfineMode, detect, root_name
 
 __all__ = [
     "USERS",
@@ -29,6 +30,7 @@ __all__ = [
     "Output",
     "RawMessage",
     "credentials",
+    "forget_cgroups",
     "jobd_command",
     "read_output",
     "status_of",
@@ -38,6 +40,12 @@ __all__ = [
 # from the same CA but is in no policy.
 USERS = ("alice", "bob", "charlie", "mallory")
 
+# The built-in policy's table: user, entity, role.
+_BUILT_IN = (
+    ("alice", "self", "task-manager"),
+    ("bob", "all", "analyst"),
+    ("charlie", "all", "task-manager"),
+)
 _READY = re.compile(r"jobd listening on (\S+)")
 _START_TIMEOUT = 20.0
 _STOP_TIMEOUT = 20.0
@@ -130,11 +138,15 @@ class JobdLauncher:
     pki: Path
     workdir: Path
     started: list[Jobd] = field(default_factory=list)
+    data_dirs: set[Path] = field(default_factory=set)  # every one given to a jobd, to clean up
 
     def command(self, *extra: str, data_dir: Path | None = None) -> list[str]:
         """The `jobd serve` command line this launcher uses, with `extra` arguments."""
         data = data_dir or self.workdir / f"data{len(self.started)}"
+        self.data_dirs.add(data)
         creds = credentials(self.pki, "server")
+        if not any(arg.startswith("--policy") for arg in extra):
+            extra = (f"--policy={self._as_root_policy()}", *extra)
         return [
             *jobd_command(),
             "serve",
@@ -145,6 +157,23 @@ class JobdLauncher:
             f"--key={creds.key}",
             *extra,
         ]
+
+    def _as_root_policy(self) -> Path:
+        """The built-in policy, but jobs run as root, as they did before run-as existed.
+
+        Tests hand jobs files in their (root-only) temporary directories; run-as has tests of
+        its own (tests/integration/test_jobd_confine.py), which give their own policy.
+        """
+        path = self.workdir / "policy-as-root.toml"
+        if not path.exists():
+            path.write_text(
+                "".join(
+                    f'[users.{user}]\ngrants = [{{ entity = "{entity}", role = "{role}" }}]\n'
+                    'run_as = "root"\n'
+                    for user, entity, role in _BUILT_IN
+                )
+            )
+        return path
 
     def start(self, *extra: str, data_dir: Path | None = None) -> Jobd:
         """A ready server with a fresh data dir; `extra` are more `jobd serve` arguments."""
@@ -163,6 +192,18 @@ class JobdLauncher:
     def stop_all(self) -> None:
         for jobd in self.started:
             jobd.terminate()
+        for data in self.data_dirs:
+            forget_cgroups(data)
+
+
+def forget_cgroups(data_dir: Path) -> None:
+    """Remove the cgroups a stopped jobd left (one killed outright cannot clean up itself)."""
+    if os.geteuid() != 0:
+        return
+    confinement, _ = detect(ConfineMode.AUTO, root_name(data_dir))
+    for job_id in confinement.job_ids():
+        confinement.kill_job(job_id)
+    confinement.close()
 
 
 def _env() -> dict[str, str]:

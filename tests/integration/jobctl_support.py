@@ -29,6 +29,12 @@ JOB_KEYS = {
     "output_bytes",
     "output_truncated",
     "lost_reason",
+    "limits",
+    "usage",
+    "oom_killed",
+    "timed_out",
+    "run_as",
+    "confined",
 }
 _TIMEOUT = 60.0
 

@@ -49,6 +49,9 @@ def _status(**fields: object) -> pb.JobStatus:
         ({"signal": 9}, "Job '42': Exited: 137 (SIGKILL)"),
         ({"state": pb.JOB_STATE_RUNNING}, "Job '42': Running"),
         ({"state": pb.JOB_STATE_LOST, "lost_reason": "jobd crashed"}, "Job '42': Lost"),
+        ({"signal": 9, "oom_killed": True}, "Job '42': Exited: 137 (SIGKILL, out of memory)"),
+        ({"signal": 15, "timed_out": True}, "Job '42': Exited: 143 (SIGTERM, timed out)"),
+        ({"exit_code": 1, "oom_killed": True}, "Job '42': Exited: 1 (out of memory)"),
     ],
 )
 def test_status_line_matches_the_contract(fields: dict[str, object], line: str) -> None:
@@ -57,7 +60,17 @@ def test_status_line_matches_the_contract(fields: dict[str, object], line: str) 
 
 def test_json_shape_is_the_documented_one() -> None:
     ended = Timestamp(seconds=1_700_000_001)
-    job = JobView.from_message(_status(signal=15, ended_at=ended, output_bytes=12))
+    job = JobView.from_message(
+        _status(
+            signal=15,
+            ended_at=ended,
+            output_bytes=12,
+            limits=pb.ResourceLimits(memory_bytes=64 << 20, timeout_seconds=2.0),
+            usage=pb.ResourceUsage(cpu_seconds=0.25, peak_memory_bytes=1 << 20),
+            timed_out=True,
+            run_as="nobody",
+        )
+    )
     assert job_json(job) == {
         "id": 42,
         "owner": "alice",
@@ -72,6 +85,12 @@ def test_json_shape_is_the_documented_one() -> None:
         "output_bytes": 12,
         "output_truncated": False,
         "lost_reason": None,
+        "limits": {"cpu": None, "memory": 64 << 20, "pids": None, "timeout": 2.0},
+        "usage": {"cpu_seconds": 0.25, "peak_memory": 1 << 20},
+        "oom_killed": False,
+        "timed_out": True,
+        "run_as": "nobody",
+        "confined": True,
     }
     lost = job_json(JobView.from_message(_status(state=pb.JOB_STATE_LOST, lost_reason="crash")))
     assert (lost["state"], lost["exit_code"], lost["lost_reason"]) == ("lost", None, "crash")

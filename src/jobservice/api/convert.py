@@ -5,7 +5,16 @@ from __future__ import annotations
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from jobservice.api.v1 import jobservice_pb2 as pb
-from jobservice.core import Chunk, ExitStatus, InvalidRequest, JobInfo, JobState, Stream
+from jobservice.core import (
+    Chunk,
+    ExitStatus,
+    InvalidRequest,
+    JobInfo,
+    JobLimits,
+    JobState,
+    Stream,
+    Usage,
+)
 
 __all__ = [
     "EncodedMessage",
@@ -13,6 +22,8 @@ __all__ = [
     "chunk_to_proto",
     "encode_output_chunk",
     "info_to_proto",
+    "limits_from_proto",
+    "limits_to_proto",
     "output_chunk_response",
     "selection_from_proto",
     "status_to_info",
@@ -48,7 +59,16 @@ def info_to_proto(info: JobInfo) -> pb.JobStatus:
         started_at=_timestamp(info.started_at),
         output_bytes=info.output_bytes,
         output_truncated=info.output_truncated,
+        limits=limits_to_proto(info.limits),
+        oom_killed=info.oom_killed,
+        timed_out=info.timed_out,
+        run_as=info.run_as,
+        unconfined=not info.confined,
     )
+    if info.usage is not None:
+        status.usage.cpu_seconds = info.usage.cpu_seconds
+        if info.usage.peak_memory is not None:
+            status.usage.peak_memory_bytes = info.usage.peak_memory
     if info.ended_at is not None:
         status.ended_at.CopyFrom(_timestamp(info.ended_at))
     if info.lost_reason is not None:
@@ -63,6 +83,12 @@ def info_to_proto(info: JobInfo) -> pb.JobStatus:
 def status_to_info(status: pb.JobStatus) -> JobInfo:
     """The inverse of info_to_proto, for clients that want the library's record type."""
     exit_status = None
+    usage = None
+    if status.HasField("usage"):
+        peak = (
+            status.usage.peak_memory_bytes if status.usage.HasField("peak_memory_bytes") else None
+        )
+        usage = Usage(cpu_seconds=status.usage.cpu_seconds, peak_memory=peak)
     if status.HasField("signal"):
         exit_status = ExitStatus(signal=status.signal)
     elif status.HasField("exit_code"):
@@ -80,6 +106,36 @@ def status_to_info(status: pb.JobStatus) -> JobInfo:
         output_bytes=status.output_bytes,
         output_truncated=status.output_truncated,
         lost_reason=status.lost_reason if status.HasField("lost_reason") else None,
+        limits=limits_from_proto(status.limits),
+        confined=not status.unconfined,
+        run_as=status.run_as,
+        usage=usage,
+        oom_killed=status.oom_killed,
+        timed_out=status.timed_out,
+    )
+
+
+def limits_to_proto(limits: JobLimits) -> pb.ResourceLimits:
+    """The limits as the wire's ResourceLimits; an unbounded resource is an unset field."""
+    message = pb.ResourceLimits()
+    if limits.cpu is not None:
+        message.cpu = limits.cpu
+    if limits.memory is not None:
+        message.memory_bytes = limits.memory
+    if limits.pids is not None:
+        message.pids = limits.pids
+    if limits.timeout is not None:
+        message.timeout_seconds = limits.timeout
+    return message
+
+
+def limits_from_proto(message: pb.ResourceLimits) -> JobLimits:
+    """The library's JobLimits for a ResourceLimits; unset fields stay None."""
+    return JobLimits(
+        cpu=message.cpu if message.HasField("cpu") else None,
+        memory=message.memory_bytes if message.HasField("memory_bytes") else None,
+        pids=message.pids if message.HasField("pids") else None,
+        timeout=message.timeout_seconds if message.HasField("timeout_seconds") else None,
     )
 
 

@@ -24,6 +24,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from jobservice.core.errors import (
+    ConfinementUnavailable,
     CoordinatorClosed,
     InvalidRequest,
     JobNotFound,
@@ -109,6 +110,7 @@ STATUS_TABLE: tuple[tuple[type[Exception], Status], ...] = (
     (JobNotFound, Status.NOT_FOUND),
     (JobNotRunning, Status.FAILED_PRECONDITION),
     (JobStillRunning, Status.FAILED_PRECONDITION),
+    (ConfinementUnavailable, Status.FAILED_PRECONDITION),
     (LimitExceeded, Status.RESOURCE_EXHAUSTED),
     (RequestTooLarge, Status.RESOURCE_EXHAUSTED),
     (RequestTimeout, Status.RESOURCE_EXHAUSTED),

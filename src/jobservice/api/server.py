@@ -15,8 +15,10 @@ from jobservice.api.authz import Authorizer
 from jobservice.api.codec import PassThroughCodec
 from jobservice.api.connections import GatedServer
 from jobservice.api.dispatch import Dispatcher
+from jobservice.api.jobsettings import JobSettings
 from jobservice.api.servicer import RpcBodies
 from jobservice.core import JobCoordinator, Limits, Retention
+from jobservice.core.confine import Confinement
 from jobservice.core.store import JobStore
 from jobservice.security import tls
 from jobservice.security.policy import Policy
@@ -64,6 +66,8 @@ class ServerConfig:
     # Above the library's own 1 MiB limit on a start request's content, so the library's precise
     # message wins for start requests that are merely too big, while a huge frame is refused.
     max_request_bytes: int = 2 << 20
+    confinement: Confinement | None = None  # None: jobs run unconfined
+    jobs: JobSettings = field(default_factory=JobSettings)  # run-as account, limits per user
     # After running jobs are stopped, how long open calls get to finish before being cancelled.
     drain_timeout: float = 5.0
 
@@ -107,10 +111,11 @@ class JobServer:
             limits=config.limits,
             store=store,
             retention=config.retention,
+            confinement=config.confinement,
         )
         self._tidy: asyncio.Task[None] | None = None
         authorizer = Authorizer(config.policy, lambda job_id: self.coordinator.status(job_id).owner)
-        bodies = RpcBodies(self.coordinator, authorizer.may_see)
+        bodies = RpcBodies(self.coordinator, authorizer.may_see, config.jobs)
         self.dispatcher = Dispatcher(
             bodies,
             authorizer,

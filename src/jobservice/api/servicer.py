@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import AsyncGenerator, Callable
 
 from jobservice.api import convert
+from jobservice.api.jobsettings import JobSettings
 from jobservice.api.v1 import jobservice_pb2 as pb
 from jobservice.core import JobCoordinator, JobInfo
 from jobservice.security.identity import Identity
@@ -21,14 +22,25 @@ Visible = Callable[[Identity, JobInfo], bool]
 class RpcBodies:
     """The bodies of the six RPCs over one JobCoordinator (run by `dispatch.Dispatcher`)."""
 
-    def __init__(self, coordinator: JobCoordinator, visible: Visible) -> None:
+    def __init__(
+        self, coordinator: JobCoordinator, visible: Visible, settings: JobSettings | None = None
+    ) -> None:
         self._coord = coordinator
         self._visible = visible
+        self._settings = settings or JobSettings()
 
     async def start(self, caller: Identity, request: pb.StartRequest) -> pb.StartResponse:
         # The owner is the caller, always: there is no starting a job on another's behalf.
+        user = caller.user
+        limits = self._settings.limits_for(user, convert.limits_from_proto(request.limits))
         job_id = await self._coord.start(
-            caller.user, request.command, request.args, request.dir, request.env
+            user,
+            request.command,
+            request.args,
+            request.dir,
+            request.env,
+            limits=limits,
+            run_as=self._settings.account_for(user),
         )
         status = convert.info_to_proto(self._coord.status(job_id))
         return pb.StartResponse(job_id=job_id, status=status)

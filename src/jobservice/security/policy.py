@@ -16,8 +16,10 @@ A policy file is TOML with one table per user and nothing else::
     grants = [{ entity = "all", role = "analyst" }]
 
 ``entity`` is ``"self"`` or ``"all"``; ``role`` is ``"task-manager"`` or ``"analyst"``. A user
-needs at least one grant. Unknown keys, names or types are errors (PolicyError names the file
-and the key), so a typo never silently grants or withholds anything.
+needs at least one grant. A user's table may also set the account their jobs run as and their
+limits (``run_as``, ``limits``, ``max_limits``: see `jobpolicy`). Unknown keys, names or types
+are errors (PolicyError names the file and the key), so a typo never silently grants or
+withholds anything.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from jobservice.security.errors import PolicyError
+from jobservice.security.jobpolicy import JOB_KEYS, UserJobs, parse_user_jobs
 
 __all__ = ["Entity", "Grant", "Permission", "Policy", "Role"]
 
@@ -88,11 +91,13 @@ class Policy:
     """The grants of every known user; immutable once built."""
 
     users: Mapping[str, frozenset[Grant]] = field(default_factory=dict)
+    jobs: Mapping[str, UserJobs] = field(default_factory=dict)  # users with job settings
 
     def __post_init__(self) -> None:
         # A read-only copy, so a caller's dict cannot change the policy afterwards.
         frozen = MappingProxyType({u: frozenset(g) for u, g in self.users.items()})
         object.__setattr__(self, "users", frozen)
+        object.__setattr__(self, "jobs", MappingProxyType(dict(self.jobs)))
 
     @classmethod
     def default(cls) -> Policy:
@@ -115,11 +120,22 @@ class Policy:
             raise PolicyError(f"cannot read policy file {path}: {exc.strerror or exc}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise PolicyError(f"{path}: not valid TOML: {exc}") from exc
-        return cls(_parse_users(data, str(path)))
+        source = str(path)
+        users = _parse_users(data, source)
+        jobs = {
+            name: parse_user_jobs(entry, source, f"users.{name}")
+            for name, entry in data["users"].items()
+            if JOB_KEYS & set(entry)
+        }
+        return cls(users, jobs)
 
     def is_known(self, user: str) -> bool:
         """Whether the policy names this user at all."""
         return user in self.users
+
+    def jobs_of(self, user: str) -> UserJobs:
+        """The user's job settings (run-as account, limits); empty ones defer to the server."""
+        return self.jobs.get(user, UserJobs())
 
     def grants_of(self, user: str) -> frozenset[Grant]:
         """The user's grants; empty for an unknown user."""
@@ -149,7 +165,7 @@ def _parse_user(entry: Any, source: str, where: str) -> frozenset[Grant]:
     """One ``[users.NAME]`` table."""
     if not isinstance(entry, dict):
         raise PolicyError(f"{source}: '{where}' must be a table with a 'grants' list")
-    _no_unknown_keys(entry, {"grants"}, source, where)
+    _no_unknown_keys(entry, {"grants", *JOB_KEYS}, source, where)
     grants = entry.get("grants")
     if not isinstance(grants, list) or not grants:
         raise PolicyError(f"{source}: '{where}.grants' must be a non-empty list of grants")

@@ -25,47 +25,51 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ejobservice/v1/jobservice.proto\x12\rjobservice.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"G\n\x0cStartRequest\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x02 \x03(\t\x12\x0b\n\x03\x64ir\x18\x03 \x01(\t\x12\x0b\n\x03\x65nv\x18\x04 \x03(\t\"I\n\rStartResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12(\n\x06status\x18\x02 \x01(\x0b\x32\x18.jobservice.v1.JobStatus\"\x1d\n\x0bStopRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\"8\n\x0cStopResponse\x12(\n\x06status\x18\x01 \x01(\x0b\x32\x18.jobservice.v1.JobStatus\"\x1f\n\rRemoveRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\"\x10\n\x0eRemoveResponse\"\x1f\n\rStatusRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\":\n\x0eStatusResponse\x12(\n\x06status\x18\x01 \x01(\x0b\x32\x18.jobservice.v1.JobStatus\"\r\n\x0bListRequest\"6\n\x0cListResponse\x12&\n\x04jobs\x18\x01 \x03(\x0b\x32\x18.jobservice.v1.JobStatus\"\xfc\x02\n\tJobStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x04 \x03(\t\x12\x0b\n\x03\x64ir\x18\x05 \x01(\t\x12&\n\x05state\x18\x06 \x01(\x0e\x32\x17.jobservice.v1.JobState\x12\x16\n\texit_code\x18\x07 \x01(\x05H\x00\x88\x01\x01\x12\x13\n\x06signal\x18\x08 \x01(\x05H\x01\x88\x01\x01\x12.\n\nstarted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0coutput_bytes\x18\x0b \x01(\x04\x12\x18\n\x10output_truncated\x18\x0c \x01(\x08\x12\x18\n\x0blost_reason\x18\x14 \x01(\tH\x02\x88\x01\x01\x42\x0c\n\n_exit_codeB\t\n\x07_signalB\x0e\n\x0c_lost_reason\"`\n\rOutputRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12/\n\x07streams\x18\x02 \x01(\x0e\x32\x1e.jobservice.v1.OutputSelection\x12\x0e\n\x06offset\x18\x03 \x01(\x04\"R\n\x0bOutputChunk\x12%\n\x06stream\x18\x01 \x01(\x0e\x32\x15.jobservice.v1.Stream\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"x\n\x0eOutputResponse\x12+\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x1a.jobservice.v1.OutputChunkH\x00\x12\x30\n\x0c\x66inal_status\x18\x02 \x01(\x0b\x32\x18.jobservice.v1.JobStatusH\x00\x42\x07\n\x05\x65vent*f\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_RUNNING\x10\x01\x12\x14\n\x10JOB_STATE_EXITED\x10\x02\x12\x12\n\x0eJOB_STATE_LOST\x10\x03*F\n\x06Stream\x12\x16\n\x12STREAM_UNSPECIFIED\x10\x00\x12\x11\n\rSTREAM_STDOUT\x10\x01\x12\x11\n\rSTREAM_STDERR\x10\x02*\x87\x01\n\x0fOutputSelection\x12 \n\x1cOUTPUT_SELECTION_UNSPECIFIED\x10\x00\x12\x1b\n\x17OUTPUT_SELECTION_STDOUT\x10\x01\x12\x1b\n\x17OUTPUT_SELECTION_STDERR\x10\x02\x12\x18\n\x14OUTPUT_SELECTION_ALL\x10\x03\x32\xa9\x03\n\nJobService\x12\x42\n\x05Start\x12\x1b.jobservice.v1.StartRequest\x1a\x1c.jobservice.v1.StartResponse\x12?\n\x04Stop\x12\x1a.jobservice.v1.StopRequest\x1a\x1b.jobservice.v1.StopResponse\x12\x45\n\x06Status\x12\x1c.jobservice.v1.StatusRequest\x1a\x1d.jobservice.v1.StatusResponse\x12?\n\x04List\x12\x1a.jobservice.v1.ListRequest\x1a\x1b.jobservice.v1.ListResponse\x12G\n\x06Output\x12\x1c.jobservice.v1.OutputRequest\x1a\x1d.jobservice.v1.OutputResponse0\x01\x12\x45\n\x06Remove\x12\x1c.jobservice.v1.RemoveRequest\x1a\x1d.jobservice.v1.RemoveResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ejobservice/v1/jobservice.proto\x12\rjobservice.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"v\n\x0cStartRequest\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x02 \x03(\t\x12\x0b\n\x03\x64ir\x18\x03 \x01(\t\x12\x0b\n\x03\x65nv\x18\x04 \x03(\t\x12-\n\x06limits\x18\x05 \x01(\x0b\x32\x1d.jobservice.v1.ResourceLimits\"\xa4\x01\n\x0eResourceLimits\x12\x10\n\x03\x63pu\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x0cmemory_bytes\x18\x02 \x01(\x04H\x01\x88\x01\x01\x12\x11\n\x04pids\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x1c\n\x0ftimeout_seconds\x18\x04 \x01(\x01H\x03\x88\x01\x01\x42\x06\n\x04_cpuB\x0f\n\r_memory_bytesB\x07\n\x05_pidsB\x12\n\x10_timeout_seconds\"Z\n\rResourceUsage\x12\x13\n\x0b\x63pu_seconds\x18\x01 \x01(\x01\x12\x1e\n\x11peak_memory_bytes\x18\x02 \x01(\x04H\x00\x88\x01\x01\x42\x14\n\x12_peak_memory_bytes\"I\n\rStartResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12(\n\x06status\x18\x02 \x01(\x0b\x32\x18.jobservice.v1.JobStatus\"\x1d\n\x0bStopRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\"8\n\x0cStopResponse\x12(\n\x06status\x18\x01 \x01(\x0b\x32\x18.jobservice.v1.JobStatus\"\x1f\n\rRemoveRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\"\x10\n\x0eRemoveResponse\"\x1f\n\rStatusRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\":\n\x0eStatusResponse\x12(\n\x06status\x18\x01 \x01(\x0b\x32\x18.jobservice.v1.JobStatus\"\r\n\x0bListRequest\"6\n\x0cListResponse\x12&\n\x04jobs\x18\x01 \x03(\x0b\x32\x18.jobservice.v1.JobStatus\"\xa3\x04\n\tJobStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x04 \x03(\t\x12\x0b\n\x03\x64ir\x18\x05 \x01(\t\x12&\n\x05state\x18\x06 \x01(\x0e\x32\x17.jobservice.v1.JobState\x12\x16\n\texit_code\x18\x07 \x01(\x05H\x00\x88\x01\x01\x12\x13\n\x06signal\x18\x08 \x01(\x05H\x01\x88\x01\x01\x12.\n\nstarted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0coutput_bytes\x18\x0b \x01(\x04\x12\x18\n\x10output_truncated\x18\x0c \x01(\x08\x12\x18\n\x0blost_reason\x18\x14 \x01(\tH\x02\x88\x01\x01\x12-\n\x06limits\x18\r \x01(\x0b\x32\x1d.jobservice.v1.ResourceLimits\x12+\n\x05usage\x18\x0e \x01(\x0b\x32\x1c.jobservice.v1.ResourceUsage\x12\x12\n\noom_killed\x18\x0f \x01(\x08\x12\x11\n\ttimed_out\x18\x10 \x01(\x08\x12\x0e\n\x06run_as\x18\x11 \x01(\t\x12\x12\n\nunconfined\x18\x12 \x01(\x08\x42\x0c\n\n_exit_codeB\t\n\x07_signalB\x0e\n\x0c_lost_reason\"`\n\rOutputRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12/\n\x07streams\x18\x02 \x01(\x0e\x32\x1e.jobservice.v1.OutputSelection\x12\x0e\n\x06offset\x18\x03 \x01(\x04\"R\n\x0bOutputChunk\x12%\n\x06stream\x18\x01 \x01(\x0e\x32\x15.jobservice.v1.Stream\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"x\n\x0eOutputResponse\x12+\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x1a.jobservice.v1.OutputChunkH\x00\x12\x30\n\x0c\x66inal_status\x18\x02 \x01(\x0b\x32\x18.jobservice.v1.JobStatusH\x00\x42\x07\n\x05\x65vent*f\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_RUNNING\x10\x01\x12\x14\n\x10JOB_STATE_EXITED\x10\x02\x12\x12\n\x0eJOB_STATE_LOST\x10\x03*F\n\x06Stream\x12\x16\n\x12STREAM_UNSPECIFIED\x10\x00\x12\x11\n\rSTREAM_STDOUT\x10\x01\x12\x11\n\rSTREAM_STDERR\x10\x02*\x87\x01\n\x0fOutputSelection\x12 \n\x1cOUTPUT_SELECTION_UNSPECIFIED\x10\x00\x12\x1b\n\x17OUTPUT_SELECTION_STDOUT\x10\x01\x12\x1b\n\x17OUTPUT_SELECTION_STDERR\x10\x02\x12\x18\n\x14OUTPUT_SELECTION_ALL\x10\x03\x32\xa9\x03\n\nJobService\x12\x42\n\x05Start\x12\x1b.jobservice.v1.StartRequest\x1a\x1c.jobservice.v1.StartResponse\x12?\n\x04Stop\x12\x1a.jobservice.v1.StopRequest\x1a\x1b.jobservice.v1.StopResponse\x12\x45\n\x06Status\x12\x1c.jobservice.v1.StatusRequest\x1a\x1d.jobservice.v1.StatusResponse\x12?\n\x04List\x12\x1a.jobservice.v1.ListRequest\x1a\x1b.jobservice.v1.ListResponse\x12G\n\x06Output\x12\x1c.jobservice.v1.OutputRequest\x1a\x1d.jobservice.v1.OutputResponse0\x01\x12\x45\n\x06Remove\x12\x1c.jobservice.v1.RemoveRequest\x1a\x1d.jobservice.v1.RemoveResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'jobservice.api.v1.jobservice_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATE']._serialized_start=1221
-  _globals['_JOBSTATE']._serialized_end=1323
-  _globals['_STREAM']._serialized_start=1325
-  _globals['_STREAM']._serialized_end=1395
-  _globals['_OUTPUTSELECTION']._serialized_start=1398
-  _globals['_OUTPUTSELECTION']._serialized_end=1533
+  _globals['_JOBSTATE']._serialized_start=1694
+  _globals['_JOBSTATE']._serialized_end=1796
+  _globals['_STREAM']._serialized_start=1798
+  _globals['_STREAM']._serialized_end=1868
+  _globals['_OUTPUTSELECTION']._serialized_start=1871
+  _globals['_OUTPUTSELECTION']._serialized_end=2006
   _globals['_STARTREQUEST']._serialized_start=82
-  _globals['_STARTREQUEST']._serialized_end=153
-  _globals['_STARTRESPONSE']._serialized_start=155
-  _globals['_STARTRESPONSE']._serialized_end=228
-  _globals['_STOPREQUEST']._serialized_start=230
-  _globals['_STOPREQUEST']._serialized_end=259
-  _globals['_STOPRESPONSE']._serialized_start=261
-  _globals['_STOPRESPONSE']._serialized_end=317
-  _globals['_REMOVEREQUEST']._serialized_start=319
-  _globals['_REMOVEREQUEST']._serialized_end=350
-  _globals['_REMOVERESPONSE']._serialized_start=352
-  _globals['_REMOVERESPONSE']._serialized_end=368
-  _globals['_STATUSREQUEST']._serialized_start=370
-  _globals['_STATUSREQUEST']._serialized_end=401
-  _globals['_STATUSRESPONSE']._serialized_start=403
-  _globals['_STATUSRESPONSE']._serialized_end=461
-  _globals['_LISTREQUEST']._serialized_start=463
-  _globals['_LISTREQUEST']._serialized_end=476
-  _globals['_LISTRESPONSE']._serialized_start=478
-  _globals['_LISTRESPONSE']._serialized_end=532
-  _globals['_JOBSTATUS']._serialized_start=535
-  _globals['_JOBSTATUS']._serialized_end=915
-  _globals['_OUTPUTREQUEST']._serialized_start=917
-  _globals['_OUTPUTREQUEST']._serialized_end=1013
-  _globals['_OUTPUTCHUNK']._serialized_start=1015
-  _globals['_OUTPUTCHUNK']._serialized_end=1097
-  _globals['_OUTPUTRESPONSE']._serialized_start=1099
-  _globals['_OUTPUTRESPONSE']._serialized_end=1219
-  _globals['_JOBSERVICE']._serialized_start=1536
-  _globals['_JOBSERVICE']._serialized_end=1961
+  _globals['_STARTREQUEST']._serialized_end=200
+  _globals['_RESOURCELIMITS']._serialized_start=203
+  _globals['_RESOURCELIMITS']._serialized_end=367
+  _globals['_RESOURCEUSAGE']._serialized_start=369
+  _globals['_RESOURCEUSAGE']._serialized_end=459
+  _globals['_STARTRESPONSE']._serialized_start=461
+  _globals['_STARTRESPONSE']._serialized_end=534
+  _globals['_STOPREQUEST']._serialized_start=536
+  _globals['_STOPREQUEST']._serialized_end=565
+  _globals['_STOPRESPONSE']._serialized_start=567
+  _globals['_STOPRESPONSE']._serialized_end=623
+  _globals['_REMOVEREQUEST']._serialized_start=625
+  _globals['_REMOVEREQUEST']._serialized_end=656
+  _globals['_REMOVERESPONSE']._serialized_start=658
+  _globals['_REMOVERESPONSE']._serialized_end=674
+  _globals['_STATUSREQUEST']._serialized_start=676
+  _globals['_STATUSREQUEST']._serialized_end=707
+  _globals['_STATUSRESPONSE']._serialized_start=709
+  _globals['_STATUSRESPONSE']._serialized_end=767
+  _globals['_LISTREQUEST']._serialized_start=769
+  _globals['_LISTREQUEST']._serialized_end=782
+  _globals['_LISTRESPONSE']._serialized_start=784
+  _globals['_LISTRESPONSE']._serialized_end=838
+  _globals['_JOBSTATUS']._serialized_start=841
+  _globals['_JOBSTATUS']._serialized_end=1388
+  _globals['_OUTPUTREQUEST']._serialized_start=1390
+  _globals['_OUTPUTREQUEST']._serialized_end=1486
+  _globals['_OUTPUTCHUNK']._serialized_start=1488
+  _globals['_OUTPUTCHUNK']._serialized_end=1570
+  _globals['_OUTPUTRESPONSE']._serialized_start=1572
+  _globals['_OUTPUTRESPONSE']._serialized_end=1692
+  _globals['_JOBSERVICE']._serialized_start=2009
+  _globals['_JOBSERVICE']._serialized_end=2434
 # @@protoc_insertion_point(module_scope)

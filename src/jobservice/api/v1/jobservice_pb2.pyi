@@ -95,6 +95,7 @@ class StartRequest(_message.Message):
     ARGS_FIELD_NUMBER: _builtins.int
     DIR_FIELD_NUMBER: _builtins.int
     ENV_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
     command: _builtins.str
     """A path, or a name looked up on the job's PATH (or a safe default PATH when env has none)."""
     dir: _builtins.str
@@ -105,6 +106,13 @@ class StartRequest(_message.Message):
     def env(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Exactly the job's environment, as NAME=VALUE entries; nothing else is inherited."""
 
+    @_builtins.property
+    def limits(self) -> Global___ResourceLimits:
+        """Resource limits; a limit left unset takes the server's default for the caller. Over the
+        server's maximum: INVALID_ARGUMENT naming it. cpu, memory or pids on a server that runs
+        jobs unconfined: FAILED_PRECONDITION.
+        """
+
     def __init__(
         self,
         *,
@@ -112,14 +120,93 @@ class StartRequest(_message.Message):
         args: _abc.Iterable[_builtins.str] | None = ...,
         dir: _builtins.str = ...,
         env: _abc.Iterable[_builtins.str] | None = ...,
+        limits: Global___ResourceLimits | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "dir", b"dir", "env", b"env"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "dir", b"dir", "env", b"env", "limits", b"limits"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StartRequest: _TypeAlias = StartRequest  # noqa: Y015
+
+@_typing.final
+class ResourceLimits(_message.Message):
+    """What one job may use. Each unset field means "the default" in a request and "unbounded" in
+    a status.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CPU_FIELD_NUMBER: _builtins.int
+    MEMORY_BYTES_FIELD_NUMBER: _builtins.int
+    PIDS_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    cpu: _builtins.float
+    """CPU time in cores, fractional: 0.5 is half of one core."""
+    memory_bytes: _builtins.int
+    """Memory in bytes; the job gets no swap."""
+    pids: _builtins.int
+    """Processes (and threads) at once."""
+    timeout_seconds: _builtins.float
+    """Wall-clock seconds, then the job is stopped as by Stop (SIGTERM, grace, SIGKILL)."""
+    def __init__(
+        self,
+        *,
+        cpu: _builtins.float | None = ...,
+        memory_bytes: _builtins.int | None = ...,
+        pids: _builtins.int | None = ...,
+        timeout_seconds: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu", b"_cpu", "_memory_bytes", b"_memory_bytes", "_pids", b"_pids", "_timeout_seconds", b"_timeout_seconds", "cpu", b"cpu", "memory_bytes", b"memory_bytes", "pids", b"pids", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu", b"_cpu", "_memory_bytes", b"_memory_bytes", "_pids", b"_pids", "_timeout_seconds", b"_timeout_seconds", "cpu", b"cpu", "memory_bytes", b"memory_bytes", "pids", b"pids", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__cpu: _TypeAlias = _typing.Literal["cpu"]  # noqa: Y015
+    _WhichOneofArgType__cpu: _TypeAlias = _typing.Literal["_cpu", b"_cpu"]  # noqa: Y015
+    _WhichOneofReturnType__memory_bytes: _TypeAlias = _typing.Literal["memory_bytes"]  # noqa: Y015
+    _WhichOneofArgType__memory_bytes: _TypeAlias = _typing.Literal["_memory_bytes", b"_memory_bytes"]  # noqa: Y015
+    _WhichOneofReturnType__pids: _TypeAlias = _typing.Literal["pids"]  # noqa: Y015
+    _WhichOneofArgType__pids: _TypeAlias = _typing.Literal["_pids", b"_pids"]  # noqa: Y015
+    _WhichOneofReturnType__timeout_seconds: _TypeAlias = _typing.Literal["timeout_seconds"]  # noqa: Y015
+    _WhichOneofArgType__timeout_seconds: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cpu) -> _WhichOneofReturnType__cpu | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_bytes) -> _WhichOneofReturnType__memory_bytes | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__pids) -> _WhichOneofReturnType__pids | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__timeout_seconds) -> _WhichOneofReturnType__timeout_seconds | None: ...
+
+Global___ResourceLimits: _TypeAlias = ResourceLimits  # noqa: Y015
+
+@_typing.final
+class ResourceUsage(_message.Message):
+    """What a confined job used, read from its cgroup when it ended."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CPU_SECONDS_FIELD_NUMBER: _builtins.int
+    PEAK_MEMORY_BYTES_FIELD_NUMBER: _builtins.int
+    cpu_seconds: _builtins.float
+    peak_memory_bytes: _builtins.int
+    """Peak memory in bytes; unset where the kernel keeps no peak."""
+    def __init__(
+        self,
+        *,
+        cpu_seconds: _builtins.float = ...,
+        peak_memory_bytes: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_peak_memory_bytes", b"_peak_memory_bytes", "peak_memory_bytes", b"peak_memory_bytes"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_peak_memory_bytes", b"_peak_memory_bytes", "cpu_seconds", b"cpu_seconds", "peak_memory_bytes", b"peak_memory_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__peak_memory_bytes: _TypeAlias = _typing.Literal["peak_memory_bytes"]  # noqa: Y015
+    _WhichOneofArgType__peak_memory_bytes: _TypeAlias = _typing.Literal["_peak_memory_bytes", b"_peak_memory_bytes"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__peak_memory_bytes) -> _WhichOneofReturnType__peak_memory_bytes | None: ...
+
+Global___ResourceUsage: _TypeAlias = ResourceUsage  # noqa: Y015
 
 @_typing.final
 class StartResponse(_message.Message):
@@ -308,6 +395,12 @@ class JobStatus(_message.Message):
     OUTPUT_BYTES_FIELD_NUMBER: _builtins.int
     OUTPUT_TRUNCATED_FIELD_NUMBER: _builtins.int
     LOST_REASON_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    OOM_KILLED_FIELD_NUMBER: _builtins.int
+    TIMED_OUT_FIELD_NUMBER: _builtins.int
+    RUN_AS_FIELD_NUMBER: _builtins.int
+    UNCONFINED_FIELD_NUMBER: _builtins.int
     job_id: _builtins.int
     owner: _builtins.str
     command: _builtins.str
@@ -325,6 +418,16 @@ class JobStatus(_message.Message):
     """
     lost_reason: _builtins.str
     """Set when state is JOB_STATE_LOST: what happened to the job."""
+    oom_killed: _builtins.bool
+    """The kernel's OOM killer killed a process of the job (it went over its memory limit)."""
+    timed_out: _builtins.bool
+    """The job's timeout stopped it."""
+    run_as: _builtins.str
+    """The Unix account the job runs as on the server host."""
+    unconfined: _builtins.bool
+    """The job runs without a cgroup (the server could not confine it): no limits but the
+    timeout, and a process that leaves its process group escapes Stop.
+    """
     @_builtins.property
     def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -332,6 +435,14 @@ class JobStatus(_message.Message):
     @_builtins.property
     def ended_at(self) -> _timestamp_pb2.Timestamp:
         """Unset while the job is running."""
+
+    @_builtins.property
+    def limits(self) -> Global___ResourceLimits:
+        """The limits the job runs under (the request's, completed with the server's defaults)."""
+
+    @_builtins.property
+    def usage(self) -> Global___ResourceUsage:
+        """Set once a confined job has ended."""
 
     def __init__(
         self,
@@ -349,10 +460,16 @@ class JobStatus(_message.Message):
         output_bytes: _builtins.int = ...,
         output_truncated: _builtins.bool = ...,
         lost_reason: _builtins.str | None = ...,
+        limits: Global___ResourceLimits | None = ...,
+        usage: Global___ResourceUsage | None = ...,
+        oom_killed: _builtins.bool = ...,
+        timed_out: _builtins.bool = ...,
+        run_as: _builtins.str = ...,
+        unconfined: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_lost_reason", b"_lost_reason", "_signal", b"_signal", "ended_at", b"ended_at", "exit_code", b"exit_code", "lost_reason", b"lost_reason", "signal", b"signal", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_lost_reason", b"_lost_reason", "_signal", b"_signal", "ended_at", b"ended_at", "exit_code", b"exit_code", "limits", b"limits", "lost_reason", b"lost_reason", "signal", b"signal", "started_at", b"started_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_lost_reason", b"_lost_reason", "_signal", b"_signal", "args", b"args", "command", b"command", "dir", b"dir", "ended_at", b"ended_at", "exit_code", b"exit_code", "job_id", b"job_id", "lost_reason", b"lost_reason", "output_bytes", b"output_bytes", "output_truncated", b"output_truncated", "owner", b"owner", "signal", b"signal", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_lost_reason", b"_lost_reason", "_signal", b"_signal", "args", b"args", "command", b"command", "dir", b"dir", "ended_at", b"ended_at", "exit_code", b"exit_code", "job_id", b"job_id", "limits", b"limits", "lost_reason", b"lost_reason", "oom_killed", b"oom_killed", "output_bytes", b"output_bytes", "output_truncated", b"output_truncated", "owner", b"owner", "run_as", b"run_as", "signal", b"signal", "started_at", b"started_at", "state", b"state", "timed_out", b"timed_out", "unconfined", b"unconfined", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015

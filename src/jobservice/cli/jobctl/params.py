@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-__all__ = ["JOB_ID", "JobIdType", "env_dir_options", "stream_options"]
+if TYPE_CHECKING:
+    from jobservice.core.model import JobLimits
+
+__all__ = ["JOB_ID", "JobIdType", "env_dir_options", "limit_options", "limits_of", "stream_options"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -60,3 +63,34 @@ def env_dir_options(func: F) -> F:
         "these (nothing leaks from the server's environment); with none, its command is "
         "looked up on the server's safe default PATH.",
     )(func)
+
+
+def limit_options(func: F) -> F:
+    """--cpu, --memory, --pids and --timeout, shared by start and run (unset: server default)."""
+    from jobservice.cli.limits import CORES, DURATION, SIZE  # noqa: PLC0415 (only when used)
+
+    options = (
+        (
+            "--timeout",
+            DURATION,
+            "Wall time, then the job is stopped as by `jobctl stop` (30s, 2h).",
+        ),
+        ("--pids", click.IntRange(min=1), "Processes the job may have at once."),
+        ("--memory", SIZE, "Memory the job may use, without swap (256M, 1G)."),
+        ("--cpu", CORES, "CPU time in cores (0.5: half of one core)."),
+    )
+    for flag, kind, text in options:
+        func = click.option(flag, type=kind, help=text + " Default: the server's.")(func)
+    return func
+
+
+def limits_of(options: dict[str, Any]) -> JobLimits:
+    """The JobLimits given by `limit_options`' flags."""
+    from jobservice.core.model import JobLimits  # noqa: PLC0415
+
+    return JobLimits(
+        cpu=options.get("cpu"),
+        memory=options.get("memory"),
+        pids=options.get("pids"),
+        timeout=options.get("timeout"),
+    )

@@ -50,6 +50,12 @@ class JobView:
     output_truncated: bool = False
     lost: bool = False  # jobd crashed while it ran: no exit status (see lost_reason)
     lost_reason: str | None = None
+    limits: dict[str, float | int | None] | None = None  # cpu, memory, pids, timeout
+    usage: dict[str, float | int | None] | None = None  # cpu_seconds, peak_memory
+    oom_killed: bool = False
+    timed_out: bool = False
+    run_as: str = ""
+    confined: bool = True
 
     @classmethod
     def from_message(cls, msg: JobStatus) -> JobView:
@@ -71,6 +77,12 @@ class JobView:
             output_truncated=msg.output_truncated,
             lost=msg.state == _JOB_STATE_LOST,
             lost_reason=msg.lost_reason if msg.HasField("lost_reason") else None,
+            limits=_limits(msg),
+            usage=_usage(msg),
+            oom_killed=msg.oom_killed,
+            timed_out=msg.timed_out,
+            run_as=msg.run_as,
+            confined=not msg.unconfined,
         )
 
     @property
@@ -97,9 +109,36 @@ def state_text(job: JobView) -> str:
     return "lost" if job.lost else "exited"
 
 
+def _limits(msg: JobStatus) -> dict[str, float | int | None]:
+    given = msg.limits
+    return {
+        "cpu": given.cpu if given.HasField("cpu") else None,
+        "memory": given.memory_bytes if given.HasField("memory_bytes") else None,
+        "pids": given.pids if given.HasField("pids") else None,
+        "timeout": given.timeout_seconds if given.HasField("timeout_seconds") else None,
+    }
+
+
+def _usage(msg: JobStatus) -> dict[str, float | int | None] | None:
+    if not msg.HasField("usage"):
+        return None
+    used = msg.usage
+    peak = used.peak_memory_bytes if used.HasField("peak_memory_bytes") else None
+    return {"cpu_seconds": used.cpu_seconds, "peak_memory": peak}
+
+
 def exit_text(job: JobView) -> str:
-    """`0`, `3`, or `143 (SIGTERM)`; empty while the job runs."""
-    return "" if job.exit is None else str(job.exit)
+    """`0`, `143 (SIGTERM)`, or with a cause `137 (SIGKILL, out of memory)`; empty if running."""
+    if job.exit is None:
+        return ""
+    causes = [
+        c for c, why in (("out of memory", job.oom_killed), ("timed out", job.timed_out)) if why
+    ]
+    if not causes:
+        return str(job.exit)
+    if job.signal_name is not None:
+        causes.insert(0, job.signal_name)
+    return f"{job.shell_code} ({', '.join(causes)})"
 
 
 def status_line(job: JobView) -> str:
@@ -149,6 +188,12 @@ def job_json(job: JobView) -> dict[str, Any]:
         "output_bytes": job.output_bytes,
         "output_truncated": job.output_truncated,
         "lost_reason": job.lost_reason,
+        "limits": job.limits,
+        "usage": job.usage,
+        "oom_killed": job.oom_killed,
+        "timed_out": job.timed_out,
+        "run_as": job.run_as,
+        "confined": job.confined,
     }
 
 

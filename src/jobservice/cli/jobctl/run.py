@@ -6,14 +6,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from jobservice.cli.jobctl.config import settings_of
 from jobservice.cli.jobctl.connect import call
 from jobservice.cli.jobctl.output import Sink, follow, warn_if_truncated
-from jobservice.cli.jobctl.params import env_dir_options, stream_options
+from jobservice.cli.jobctl.params import (
+    env_dir_options,
+    limit_options,
+    limits_of,
+    stream_options,
+)
 from jobservice.cli.jobctl.plain_status import job_status
 from jobservice.cli.jobctl.render import JobView
 from jobservice.cli.jobctl.start import StartArgs, start_job
@@ -106,15 +111,18 @@ async def _exit_status(stub: JobServiceStub, job_id: int, final: JobView | None)
 @click.command("run", context_settings={"allow_interspersed_args": False})
 @stream_options
 @env_dir_options
+@limit_options
 @click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- CMD ARG...")
 @click.pass_context
 def command(
     ctx: click.Context,
+    /,
     *,
     streams: str,
     envs: tuple[str, ...],
     directory: str,
     argv: tuple[str, ...],
+    **limits: Any,
 ) -> int:
     """Start a job, stream its output, and exit with the job's exit status.
 
@@ -126,8 +134,9 @@ def command(
     Examples:
       jobctl run -- sh -c 'exit 3'; echo $?         # 3
       jobctl run --dir . --envs PATH=/usr/bin:/bin -- make test
+      jobctl run --memory 1G --timeout 10m -- make test
     """
-    spec = StartArgs.build(None, (), envs, directory, argv)
+    spec = StartArgs.build(None, (), envs, directory, argv, limits=limits_of(limits))
     settings = settings_of(ctx)
 
     async def body(stub: JobServiceStub) -> int:

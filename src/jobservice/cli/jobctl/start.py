@@ -9,14 +9,15 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from jobservice.cli.jobctl.config import settings_of
 from jobservice.cli.jobctl.connect import RPC_TIMEOUT, call
-from jobservice.cli.jobctl.params import env_dir_options
+from jobservice.cli.jobctl.params import env_dir_options, limit_options, limits_of
 from jobservice.cli.jobctl.render import JobView, job_json
+from jobservice.core.model import NO_LIMITS, JobLimits
 
 if TYPE_CHECKING:
     from jobservice.api.v1.jobservice_grpc import JobServiceStub
@@ -32,6 +33,7 @@ class StartArgs:
     args: tuple[str, ...]
     dir: str
     env: tuple[str, ...]
+    limits: JobLimits = NO_LIMITS
 
     @classmethod
     def build(
@@ -41,6 +43,8 @@ class StartArgs:
         envs: Sequence[str],
         directory: str,
         argv: Sequence[str],
+        *,
+        limits: JobLimits = NO_LIMITS,
     ) -> StartArgs:
         """Check and merge the two ways of naming a command; raise click.UsageError if wrong."""
         if cmd and argv:
@@ -58,7 +62,7 @@ class StartArgs:
                 raise click.BadParameter(f"{entry!r} is not NAME=VALUE.", param_hint="'--envs'")
         # A relative directory means one relative to where the user stands, as locally.
         where = os.path.abspath(directory) if directory else ""
-        return cls(command=name, args=arguments, dir=where, env=tuple(envs))
+        return cls(command=name, args=arguments, dir=where, env=tuple(envs), limits=limits)
 
 
 async def start_job(stub: JobServiceStub, spec: StartArgs) -> JobView:
@@ -68,6 +72,10 @@ async def start_job(stub: JobServiceStub, spec: StartArgs) -> JobView:
     request = pb.StartRequest(
         command=spec.command, args=list(spec.args), dir=spec.dir, env=list(spec.env)
     )
+    if spec.limits != NO_LIMITS:
+        from jobservice.api.convert import limits_to_proto
+
+        request.limits.CopyFrom(limits_to_proto(spec.limits))
     response = await stub.Start(request, timeout=RPC_TIMEOUT)
     if response.HasField("status"):
         return JobView.from_message(response.status)
@@ -78,11 +86,13 @@ async def start_job(stub: JobServiceStub, spec: StartArgs) -> JobView:
 @click.option("--cmd", metavar="CMD", help="Command: a path, or a name found on the job's PATH.")
 @click.option("--args", multiple=True, metavar="ARG", help="One argument; repeat for more.")
 @env_dir_options
+@limit_options
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON (docs/cli.md).")
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD ARG...]")
 @click.pass_context
 def command(
     ctx: click.Context,
+    /,
     *,
     cmd: str | None,
     args: tuple[str, ...],
@@ -90,6 +100,7 @@ def command(
     directory: str,
     as_json: bool,
     argv: tuple[str, ...],
+    **limits: Any,
 ) -> int:
     """Start a job and print its id.
 
@@ -98,8 +109,9 @@ def command(
       jobctl start --cmd echo --args "hello world" --envs PATH=/usr/bin --dir /tmp
       jobctl start -- sleep 10000
       jobctl start --dir . -- make test
+      jobctl start --cpu 0.5 --memory 256M --pids 100 --timeout 30s -- ./crunch
     """
-    spec = StartArgs.build(cmd, args, envs, directory, argv)
+    spec = StartArgs.build(cmd, args, envs, directory, argv, limits=limits_of(limits))
     settings = settings_of(ctx)
 
     async def body(stub: JobServiceStub) -> JobView:

@@ -9,12 +9,14 @@ import os
 import resource
 import signal
 from pathlib import Path
+from typing import Any
 
 import click
 
 from jobservice._upstream.hyperframe import quiet_data_frame_repr
 from jobservice.address import format_address, parse_address
 from jobservice.api.server import JobServer, ServerConfig, config_default
+from jobservice.cli.jobd.confine import confine_options, confinement_from
 from jobservice.cli.jobd.logsetup import configure_logging
 from jobservice.cli.jobd.units import BYTES, DURATION
 from jobservice.core import Limits, Retention
@@ -170,6 +172,7 @@ def default_data_dir() -> Path:
     hidden=True,
     help="Keep job records in memory only (benchmarks compare the start rate without the store).",
 )
+@confine_options
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def serve(
     *,
@@ -193,7 +196,10 @@ def serve(
     retain: float | None,
     user_quota: int,
     no_store: bool,
+    confine: str,
+    cgroup_root: Path | None,
     verbose: bool,
+    **limit_options: Any,
 ) -> None:
     """Serve the job API over mutual TLS until SIGTERM or SIGINT.
 
@@ -214,14 +220,17 @@ def serve(
         host, port = parse_address(listen, allow_port_zero=True)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--listen") from None
+    data_dir = data_dir or default_data_dir()
+    the_policy = _load_policy(policy)
+    confinement, jobs = confinement_from(confine, data_dir, cgroup_root, limit_options, the_policy)
     config = ServerConfig(
         host=host,
         port=port,
         ca=ca,
         cert=cert,
         key=key,
-        data_dir=data_dir or default_data_dir(),
-        policy=_load_policy(policy),
+        data_dir=data_dir,
+        policy=the_policy,
         stop_grace=stop_grace,
         handshake_timeout=handshake_timeout,
         idle_timeout=idle_timeout,
@@ -236,9 +245,14 @@ def serve(
         max_streams_per_user=max_streams_per_user,
         max_connections=max_connections,
         max_connections_per_user=max_connections_per_user,
+        confinement=confinement,
+        jobs=jobs,
     )
     _ensure_fd_limit(fds_needed(config))
-    asyncio.run(_serve(config, None if no_store else _open_store(config.data_dir)))
+    try:
+        asyncio.run(_serve(config, None if no_store else _open_store(config.data_dir)))
+    finally:
+        confinement.close()  # also when jobd did not get as far as running a job
 
 
 def fds_needed(config: ServerConfig) -> int:
