@@ -26,7 +26,15 @@ from jobservice._upstream.hyperframe import quiet_data_frame_repr
 
 __all__ = ["MEASUREMENTS", "main"]
 
-MEASUREMENTS = ("throughput", "fanout", "latency", "startrate", "oneshot", "memory")
+MEASUREMENTS = (
+    "throughput",
+    "fanout",
+    "latency",
+    "startrate",
+    "oneshot",
+    "memory",
+    "confinement",
+)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

@@ -172,8 +172,11 @@ async def test_a_background_child_holding_the_pipe_does_not_hold_the_stream(
 
 
 async def test_a_child_that_escaped_the_job_cannot_hold_the_stream_open(
-    jobd: Jobd, connect: Connect
+    jobd_launcher: JobdLauncher, connect: Connect
 ) -> None:
+    # Unconfined (no cgroup to kill it by): confined, the child dies with the job instead
+    # (tests/unit/test_confine_jobs.py).
+    jobd = jobd_launcher.start("--confine=off", "--stop-grace", "2")
     alice = await connect(jobd, "alice")
     escape = 'setsid sh -c "echo \\$\\$; exec sleep 30" & sleep 0.3; echo main done'
     job_id = await start(alice, escape)

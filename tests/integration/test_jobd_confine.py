@@ -21,7 +21,7 @@ from jobdhelp import (
     status_of,
 )
 
-from jobservice.api.client import JobServiceStub
+from jobservice.api import JobServiceStub
 from jobservice.api.v1 import jobservice_pb2 as pb
 from jobservice.core import ConfinementUnavailable
 from jobservice.core.confine import ConfineMode, detect

@@ -10,6 +10,7 @@ by `_MIGRATIONS`, one version at a time, in one transaction.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jobservice.core.model import ExitStatus, JobInfo, JobState
+from jobservice.core.model import ExitStatus, JobInfo, JobLimits, JobState, Usage
 from jobservice.core.store import Change, Ended, JobRecord, Leader, Removal, StoredJobs
 
 __all__ = ["APPLICATION_ID", "DB_NAME", "SCHEMA_VERSION", "SqliteStore", "StoreError"]
@@ -69,14 +70,16 @@ _MIGRATIONS: dict[int, str] = {
 _COLUMNS = (
     "id, owner, command, args, dir, env_names, state, started_at, ended_at, exit_code, signal, "
     "lost_reason, output_path, output_bytes, output_truncated, log_size, "
-    "leader_pid, leader_start_ticks, leader_boot_id, leader_pipes"
+    "leader_pid, leader_start_ticks, leader_boot_id, leader_pipes, "
+    "run_as, limits, unconfined, cpu_seconds, peak_memory_bytes, cause"
 )
 # Statements built from the constant column list above; every value is a bound parameter.
 _PLACES = ", ".join("?" * (_COLUMNS.count(",") + 1))
 _INSERT = f"INSERT OR REPLACE INTO jobs ({_COLUMNS}) VALUES ({_PLACES})"  # noqa: S608
 _END = (
     "UPDATE jobs SET state = ?, ended_at = ?, exit_code = ?, signal = ?, lost_reason = ?, "
-    "output_bytes = ?, output_truncated = ?, log_size = ?, leader_pid = NULL, "
+    "output_bytes = ?, output_truncated = ?, log_size = ?, cpu_seconds = ?, "
+    "peak_memory_bytes = ?, cause = ?, leader_pid = NULL, "
     "leader_start_ticks = NULL, leader_boot_id = NULL, leader_pipes = NULL WHERE id = ?"
 )
 _SELECT = f"SELECT {_COLUMNS} FROM jobs ORDER BY id"  # noqa: S608
@@ -211,6 +214,27 @@ def _exit_columns(info: JobInfo) -> tuple[int | None, int | None]:
     return info.exit.code, info.exit.signal
 
 
+# The `cause` column: why the kernel or jobd ended the job, comma-separated.
+_OOM, _TIMED_OUT = "oom-killed", "timed-out"
+
+
+def _confinement_columns(info: JobInfo) -> tuple[Any, ...]:
+    """run_as, limits, unconfined (what a job was started with)."""
+    limits = {k: v for k, v in dataclasses.asdict(info.limits).items() if v is not None}
+    return info.run_as or None, json.dumps(limits), int(not info.confined)
+
+
+def _usage_columns(info: JobInfo) -> tuple[Any, ...]:
+    """cpu_seconds, peak_memory_bytes, cause (what it used and why it was killed)."""
+    causes = [c for c, why in ((_OOM, info.oom_killed), (_TIMED_OUT, info.timed_out)) if why]
+    usage = info.usage
+    return (
+        usage.cpu_seconds if usage else None,
+        usage.peak_memory if usage else None,
+        ",".join(causes) or None,
+    )
+
+
 def _row(record: JobRecord) -> tuple[Any, ...]:
     info, leader = record.info, record.leader
     return (
@@ -233,6 +257,8 @@ def _row(record: JobRecord) -> tuple[Any, ...]:
         leader.start_ticks if leader else None,
         leader.boot_id if leader else None,
         json.dumps(leader.pipes) if leader else None,
+        *_confinement_columns(info),
+        *_usage_columns(info),
     )
 
 
@@ -246,6 +272,7 @@ def _end_row(ended: Ended) -> tuple[Any, ...]:
         info.output_bytes,
         info.output_truncated,
         ended.log_size,
+        *_usage_columns(info),
         info.id,
     )
 
@@ -272,7 +299,14 @@ def _record(row: sqlite3.Row | tuple[Any, ...]) -> JobRecord:
         ticks,
         boot,
         pipes,
+        run_as,
+        limits,
+        unconfined,
+        cpu_seconds,
+        peak_memory,
+        cause,
     ) = row
+    causes = (cause or "").split(",")
     exit_status = None
     if exit_code is not None or signal is not None:
         exit_status = ExitStatus(code=exit_code, signal=signal)
@@ -289,6 +323,12 @@ def _record(row: sqlite3.Row | tuple[Any, ...]) -> JobRecord:
         output_bytes=output_bytes,
         output_truncated=bool(output_truncated),
         lost_reason=lost_reason,
+        limits=JobLimits(**json.loads(limits)) if limits else JobLimits(),
+        confined=unconfined == 0,
+        run_as=run_as or "",
+        usage=Usage(cpu_seconds, peak_memory) if cpu_seconds is not None else None,
+        oom_killed=_OOM in causes,
+        timed_out=_TIMED_OUT in causes,
     )
     leader = Leader(pid, ticks, boot, tuple(json.loads(pipes))) if pid is not None else None
     return JobRecord(info, output_path, tuple(json.loads(env_names)), log_size, leader)

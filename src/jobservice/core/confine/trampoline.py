@@ -20,7 +20,7 @@ from pathlib import Path
 
 from jobservice.core.confine.account import Account
 
-__all__ = ["SCRIPT", "Trampoline", "find_perl"]
+__all__ = ["SCRIPT", "Trampoline", "env_memfd", "find_perl"]
 
 # argv: ENV_FD UID GID DIR EXECUTABLE CGROUP.PROCS... -- ARGV0 ARGS...   (UID "-": keep ours)
 # Exit status on failure: 127 (like a shell's "not found") or 126 (found, not usable).

@@ -1,0 +1,98 @@
+"""Confinement's cost: start rate and idle memory of a confining jobd vs one without, same run.
+
+"without" is jobd as it was before confinement: `--confine off`, jobs run as jobd's own user
+(a policy naming root for alice). "confined" is the default: a cgroup per job and the job run
+as nobody, through the exec trampoline. The trampoline's own cost is measured bare too.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+from bench.harness import Context, Jobd, Row, Section, alternate, median
+from bench.memory import _settled
+from bench.startrate import starts
+from jobservice.core.confine.trampoline import Trampoline, env_memfd, find_perl
+
+__all__ = ["run"]
+
+_WINDOW = 16
+_SPAWNS = 300
+
+
+def run(ctx: Context) -> Section:
+    n = ctx.scale.start_jobs
+    section = Section("confinement", f"Confinement: {n} x /bin/true per run, with and without")
+    policy = ctx.ws.root / "policy-as-root.toml"
+    policy.write_text(
+        '[users.alice]\ngrants = [{ entity = "self", role = "task-manager" }]\nrun_as = "root"\n'
+    )
+    plain = Jobd.start(ctx.ws, "unconfined", "--confine", "off", "--policy", str(policy))
+    confined = Jobd.start(ctx.ws, "confined")
+    try:
+        idle = {"plain": _settled(plain), "confined": _settled(confined)}
+        rates = alternate(
+            [
+                ("plain", lambda: plain.run(starts, n, _WINDOW)),
+                ("confined", lambda: confined.run(starts, n, _WINDOW)),
+            ],
+            ctx.scale.rounds,
+        )
+        served = {"plain": _settled(plain), "confined": _settled(confined)}
+    finally:
+        plain.stop()
+        confined.stop()
+    spawn = alternate(
+        [("popen", lambda: _spawn_ms(False)), ("trampoline", lambda: _spawn_ms(True))],
+        ctx.scale.rounds,
+    )
+    without = Row(
+        f"Start, {_WINDOW} in flight, unconfined as jobd's user", "jobs/s", rates["plain"]
+    )
+    with_ = Row(f"Start, {_WINDOW} in flight, confined as nobody", "jobs/s", rates["confined"])
+    with_.reference, with_.ref_value = "unconfined", without.value
+    with_.target, with_.met = ">= 0.90x", with_.value >= 0.9 * without.value
+    idle_plain = Row("idle RSS, unconfined", "MiB", [idle["plain"]], False)
+    idle_conf = Row("idle RSS, confined", "MiB", [idle["confined"]], False)
+    idle_conf.reference, idle_conf.ref_value = "unconfined", idle["plain"]
+    idle_conf.target, idle_conf.met = "<= 1.10x", idle["confined"] <= 1.1 * idle["plain"]
+    idle_conf.note = f"after {n * ctx.scale.rounds} starts: {served['confined']:.1f} MiB"
+    idle_plain.note = f"after {n * ctx.scale.rounds} starts: {served['plain']:.1f} MiB"
+    bare = Row("spawn /bin/true, Popen", "ms", spawn["popen"], False)
+    tramp = Row("spawn /bin/true through the trampoline", "ms", spawn["trampoline"], False)
+    tramp.reference, tramp.ref_value = "Popen", bare.value
+    tramp.note = f"+{median(spawn['trampoline']) - median(spawn['popen']):.2f} ms, in the child"
+    section.rows = [with_, without, idle_conf, idle_plain, tramp, bare]
+    section.commands = [
+        f"{n} x StartRequest(command='/bin/true'), {_WINDOW} in flight, to `jobd serve "
+        "--confine off` (policy: alice run_as root) and to `jobd serve` (confined, nobody)",
+        f"{_SPAWNS} x Popen(['/bin/true']).wait() vs the same through the perl trampoline "
+        "(no cgroup to enter, no account switch: the exec cost alone)",
+    ]
+    return section
+
+
+def _spawn_ms(through: bool) -> float:
+    perl = find_perl()
+    if perl is None:
+        raise RuntimeError("no perl: the trampoline cannot run")
+    trampoline = Trampoline(perl)
+    begin = time.perf_counter()
+    for _ in range(_SPAWNS):
+        if not through:
+            subprocess.Popen(["/bin/true"]).wait()
+            continue
+        fd = env_memfd({})
+        argv = trampoline.argv(
+            env_fd=fd,
+            account=None,
+            directory="/",
+            executable="/bin/true",
+            procs_files=(),
+            argv=["true"],
+        )
+        subprocess.Popen(argv, env={}, pass_fds=(fd,)).wait()
+        os.close(fd)
+    return (time.perf_counter() - begin) / _SPAWNS * 1000
