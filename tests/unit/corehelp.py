@@ -31,3 +31,15 @@ def gone(pid: int) -> bool:
 
 def python_job(code: str) -> tuple[str, list[str]]:
     return PYTHON, ["-c", code]
+
+
+def spinner(threads: int, seconds: float) -> tuple[str, list[str]]:
+    """A Python job keeping `threads` threads busy for `seconds` of wall time."""
+    return python_job(
+        "import threading, time\n"
+        "def spin():\n"
+        f"    end = time.monotonic() + {seconds}\n"
+        "    while time.monotonic() < end: pass\n"
+        f"ts = [threading.Thread(target=spin) for _ in range({threads})]\n"
+        "[t.start() for t in ts]; [t.join() for t in ts]"
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from corehelp import PYTHON, collect, joined
+from corehelp import PYTHON, collect, joined, spinner
 
 from jobservice.core import ConfinementUnavailable, InvalidRequest, JobCoordinator, JobLimits
 
@@ -50,15 +50,8 @@ async def test_a_busy_job_gets_no_more_than_its_cpu_share(confined: JobCoordinat
     # Two spinning threads over 1.5 s of wall time would use up to 3 CPU-seconds on two
     # cores; at 0.5 cores the kernel allows 0.5 per second of wall time, plus one period. Only
     # an upper bound is asserted: a loaded host can give less, never more.
-    spin = (
-        "import threading, time\n"
-        "def spin():\n"
-        "    end = time.monotonic() + 1.5\n"
-        "    while time.monotonic() < end: pass\n"
-        "ts = [threading.Thread(target=spin) for _ in range(2)]\n"
-        "[t.start() for t in ts]; [t.join() for t in ts]"
-    )
-    job = await confined.start("a", PYTHON, ["-c", spin], limits=JobLimits(cpu=0.5))
+    cmd, args = spinner(2, 1.5)
+    job = await confined.start("a", cmd, args, limits=JobLimits(cpu=0.5))
     info = await confined.wait(job)
     assert info.usage is not None
     assert info.ended_at is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from corehelp import PYTHON
+from corehelp import spinner
 
 from jobservice.core import JobCoordinator, JobLimits, Limits
 from jobservice.core.confine import Confinement
@@ -27,15 +27,8 @@ async def test_no_group_is_left_after_a_thousand_jobs(
 
 
 async def test_a_busy_job_gets_about_half_a_core(confined: JobCoordinator) -> None:
-    spin = (
-        "import threading, time\n"
-        "def spin():\n"
-        "    end = time.monotonic() + 4\n"
-        "    while time.monotonic() < end: pass\n"
-        "ts = [threading.Thread(target=spin) for _ in range(2)]\n"
-        "[t.start() for t in ts]; [t.join() for t in ts]"
-    )
-    job = await confined.start("a", PYTHON, ["-c", spin], limits=JobLimits(cpu=0.5))
+    cmd, args = spinner(2, 4)
+    job = await confined.start("a", cmd, args, limits=JobLimits(cpu=0.5))
     info = await confined.wait(job)
     assert info.usage is not None
     assert info.ended_at is not None

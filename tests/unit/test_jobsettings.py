@@ -9,9 +9,10 @@ import pytest
 
 from jobservice.api.jobsettings import JobSettings
 from jobservice.core import ConfinementUnavailable, InvalidRequest, JobLimits
-from jobservice.core.units import format_duration, format_size, parse_duration, parse_size
 from jobservice.security.errors import PolicyError
+from jobservice.security.jobpolicy import LimitValues
 from jobservice.security.policy import Policy
+from jobservice.units import format_duration, format_size, parse_duration, parse_size
 
 MIB = 1 << 20
 GRANT = 'grants = [{ entity = "self", role = "task-manager" }]\n'
@@ -33,8 +34,8 @@ def test_policy_reads_run_as_and_limits(tmp_path: Path) -> None:
     )
     alice = policy.jobs_of("alice")
     assert alice.run_as == "nobody"
-    assert alice.defaults == JobLimits(memory=64 * MIB, timeout=30.0)
-    assert alice.maxima == JobLimits(cpu=2.0, pids=50)
+    assert alice.defaults == LimitValues(memory=64 * MIB, timeout=30.0)
+    assert alice.maxima == LimitValues(cpu=2.0, pids=50)
     assert policy.jobs_of("bob").run_as is None
 
 

@@ -6,7 +6,8 @@ cluster              ->  core, security, _upstream, address, logsafe   (never ap
 security             ->  _upstream, address, logsafe
 core                 ->  address, logsafe                               (nothing of gRPC)
 _upstream            ->  nothing of jobservice
-address, logsafe     ->  nothing of jobservice (standard library only)
+address, logsafe,    ->  nothing of jobservice (standard library only)
+units
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src"
 
-_NEUTRAL = {"jobservice.address", "jobservice.logsafe"}
+_NEUTRAL = {"jobservice.address", "jobservice.logsafe", "jobservice.units"}
 # A layer and the jobservice packages (besides itself and the neutral modules) it may import.
 ALLOWED: dict[str, set[str]] = {
     "jobservice.address": set(),
     "jobservice.logsafe": set(),
+    "jobservice.units": set(),
     "jobservice._upstream": set(),
     "jobservice.core": set(),
     "jobservice.security": {"jobservice._upstream"},
@@ -42,6 +44,7 @@ FORBIDDEN_THIRD_PARTY = {
     "jobservice.core": {"grpclib", "grpc", "h2", "hpack", "hyperframe", "google", "nats"},
     "jobservice.address": {"grpclib", "h2", "google", "cryptography", "click"},
     "jobservice.logsafe": {"grpclib", "h2", "google", "cryptography", "click"},
+    "jobservice.units": {"grpclib", "h2", "google", "cryptography", "click"},
 }
 # What code outside the api package may import of it: the public face, the server face and
 # the generated messages. Everything else in `jobservice.api` is private to the package.

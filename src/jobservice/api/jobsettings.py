@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from jobservice.core import ConfinementUnavailable, InvalidRequest, JobLimits
 from jobservice.core.confine import Account
 from jobservice.core.model import NO_LIMITS
-from jobservice.core.units import format_duration, format_size
 from jobservice.security.jobpolicy import UserJobs
 from jobservice.security.policy import Policy
+from jobservice.units import format_duration, format_size
 
 __all__ = ["JobSettings", "default_run_as"]
 
@@ -31,6 +31,7 @@ _FORMAT: dict[str, Callable[[float], str]] = {
     "timeout": lambda v: format_duration(float(v)),
 }
 _CGROUP_FIELDS = ("cpu", "memory", "pids")
+_NONE = UserJobs()
 
 
 def default_run_as() -> str | None:
@@ -114,7 +115,7 @@ class JobSettings:
     def _bounds(self, user: str | None, name: str) -> tuple[float | None, float | None]:
         if not self.confined and name in _CGROUP_FIELDS:
             return None, None  # nothing can enforce them; the warning at start said so
-        jobs = self.users.get(user, UserJobs()) if user is not None else UserJobs()
+        jobs = self.users.get(user, _NONE) if user is not None else _NONE
         default = getattr(jobs.defaults, name)
         maximum = getattr(jobs.maxima, name)
         if default is None:

@@ -15,7 +15,7 @@ from jobservice.api.authz import Authorizer
 from jobservice.api.codec import PassThroughCodec
 from jobservice.api.connections import GatedServer
 from jobservice.api.dispatch import Dispatcher
-from jobservice.api.jobsettings import JobSettings
+from jobservice.api.jobsettings import JobSettings, default_run_as
 from jobservice.api.servicer import RpcBodies
 from jobservice.core import JobCoordinator, Limits, Retention
 from jobservice.core.confine import Confinement
@@ -23,7 +23,7 @@ from jobservice.core.store import JobStore
 from jobservice.security import tls
 from jobservice.security.policy import Policy
 
-__all__ = ["JobServer", "ServerConfig", "config_default"]
+__all__ = ["JobServer", "JobSettings", "ServerConfig", "config_default", "default_run_as"]
 
 log = logging.getLogger("jobservice.server")
 

@@ -7,13 +7,13 @@ from typing import Any
 
 import click
 
-from jobservice.core.units import parse_duration, parse_size
+from jobservice.units import parse_duration, parse_size
 
 __all__ = ["CORES", "DURATION", "SIZE"]
 
 
 class _Parsed(click.ParamType[Any, Any]):
-    """A positive size or duration, parsed by `jobservice.core.units`."""
+    """A positive size or duration, parsed by `jobservice.units`."""
 
     def __init__(self, name: str, parse: Callable[[str], Any]) -> None:
         self.name = name

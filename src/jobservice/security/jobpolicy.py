@@ -18,14 +18,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jobservice.core.model import NO_LIMITS, JobLimits
-from jobservice.core.units import parse_duration, parse_size
 from jobservice.security.errors import PolicyError
+from jobservice.units import parse_duration, parse_size
 
-__all__ = ["JOB_KEYS", "UserJobs", "parse_limits", "parse_user_jobs"]
+__all__ = ["JOB_KEYS", "LimitValues", "UserJobs", "parse_limits", "parse_user_jobs"]
 
 JOB_KEYS = frozenset({"run_as", "limits", "max_limits"})
 _LIMIT_KEYS = ("cpu", "memory", "pids", "timeout")
+
+
+@dataclass(frozen=True)
+class LimitValues:
+    """Limits as the policy gives them (the library's JobLimits, without depending on it)."""
+
+    cpu: float | None = None  # cores
+    memory: int | None = None  # bytes
+    pids: int | None = None
+    timeout: float | None = None  # seconds
 
 
 @dataclass(frozen=True)
@@ -33,8 +42,8 @@ class UserJobs:
     """One user's job settings; None and unset limits defer to the server's."""
 
     run_as: str | None = None
-    defaults: JobLimits = NO_LIMITS
-    maxima: JobLimits = NO_LIMITS
+    defaults: LimitValues = LimitValues()
+    maxima: LimitValues = LimitValues()
 
 
 def parse_user_jobs(entry: Mapping[str, Any], source: str, where: str) -> UserJobs:
@@ -49,7 +58,7 @@ def parse_user_jobs(entry: Mapping[str, Any], source: str, where: str) -> UserJo
     )
 
 
-def parse_limits(table: Any, source: str, where: str) -> JobLimits:
+def parse_limits(table: Any, source: str, where: str) -> LimitValues:
     """``{ cpu = 0.5, memory = "256M", pids = 100, timeout = "30s" }``, each key optional."""
     if not isinstance(table, dict):
         raise PolicyError(f"{source}: '{where}' must be a table of {', '.join(_LIMIT_KEYS)}")
@@ -60,7 +69,7 @@ def parse_limits(table: Any, source: str, where: str) -> JobLimits:
             f"(allowed: {', '.join(_LIMIT_KEYS)})"
         )
     try:
-        return JobLimits(
+        return LimitValues(
             cpu=_number(table.get("cpu"), float),
             memory=_text_or(table.get("memory"), parse_size),
             pids=_number(table.get("pids"), int),

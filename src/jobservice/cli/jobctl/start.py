@@ -72,10 +72,15 @@ async def start_job(stub: JobServiceStub, spec: StartArgs) -> JobView:
     request = pb.StartRequest(
         command=spec.command, args=list(spec.args), dir=spec.dir, env=list(spec.env)
     )
-    if spec.limits != NO_LIMITS:
-        from jobservice.api.convert import limits_to_proto
-
-        request.limits.CopyFrom(limits_to_proto(spec.limits))
+    limits = spec.limits
+    if limits.cpu is not None:
+        request.limits.cpu = limits.cpu
+    if limits.memory is not None:
+        request.limits.memory_bytes = limits.memory
+    if limits.pids is not None:
+        request.limits.pids = limits.pids
+    if limits.timeout is not None:
+        request.limits.timeout_seconds = limits.timeout
     response = await stub.Start(request, timeout=RPC_TIMEOUT)
     if response.HasField("status"):
         return JobView.from_message(response.status)

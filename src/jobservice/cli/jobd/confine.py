@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-from jobservice.api.jobsettings import JobSettings, default_run_as
+from jobservice.api.server import JobSettings, default_run_as
 from jobservice.cli.limits import CORES, DURATION, SIZE
 from jobservice.core import ConfinementUnavailable, JobLimits
 from jobservice.core.confine import Confinement, ConfineMode, detect, root_name
