@@ -35,6 +35,7 @@ JOB_KEYS = {
     "timed_out",
     "run_as",
     "confined",
+    "node",
 }
 _TIMEOUT = 60.0
 

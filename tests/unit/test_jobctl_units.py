@@ -91,11 +91,14 @@ def test_json_shape_is_the_documented_one() -> None:
         "timed_out": True,
         "run_as": "nobody",
         "confined": True,
+        "node": None,
     }
     lost = job_json(JobView.from_message(_status(state=pb.JOB_STATE_LOST, lost_reason="crash")))
     assert (lost["state"], lost["exit_code"], lost["lost_reason"]) == ("lost", None, "crash")
     running = job_json(JobView.from_message(_status(state=pb.JOB_STATE_RUNNING)))
     assert (running["state"], running["exit_code"], running["ended_at"]) == ("running", None, None)
+    on_node = job_json(JobView.from_message(_status(node="h2")))
+    assert on_node["node"] == "h2"
 
 
 def test_list_table_aligns_columns_and_quotes_commands() -> None:
@@ -111,6 +114,17 @@ def test_list_table_aligns_columns_and_quotes_commands() -> None:
     assert started in lines[1]
     assert lines[2].split()[:4] == ["7", "charlie", "running", "-"]
     assert len({line.index("COMMAND" if i == 0 else "echo") for i, line in enumerate(lines)}) == 1
+
+
+def test_list_table_adds_a_node_column_for_a_clusters_jobs() -> None:
+    jobs = [
+        JobView.from_message(_status(exit_code=0, node="h1")),
+        JobView.from_message(_status(job_id=7, state=pb.JOB_STATE_LOST, node="h2")),
+    ]
+    lines = list_table(jobs).splitlines()
+    assert lines[0].split()[:4] == ["ID", "OWNER", "NODE", "STATE"]
+    assert lines[1].split()[:4] == ["42", "alice", "h1", "exited"]
+    assert lines[2].split()[:5] == ["7", "alice", "h2", "lost", "-"]
 
 
 @pytest.mark.parametrize(

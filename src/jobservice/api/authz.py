@@ -36,6 +36,8 @@ RULES: dict[str, Rule] = {
     "Status": Rule(Permission.STATUS_OUTPUT, takes_job_id=True),
     "List": Rule(Permission.STATUS_OUTPUT, takes_job_id=False),
     "Output": Rule(Permission.STATUS_OUTPUT, takes_job_id=True),
+    # The cluster's nodes are no user's jobs: any user in the policy may list them.
+    "Nodes": Rule(Permission.STATUS_OUTPUT, takes_job_id=False),
 }
 
 OwnerOf = Callable[[int], str]  # the owner of a job id; raises JobNotFound

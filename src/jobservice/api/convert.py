@@ -15,6 +15,7 @@ from jobservice.core import (
     Stream,
     Usage,
 )
+from jobservice.core.backend import NodeInfo
 
 __all__ = [
     "EncodedMessage",
@@ -24,6 +25,7 @@ __all__ = [
     "info_to_proto",
     "limits_from_proto",
     "limits_to_proto",
+    "node_to_proto",
     "output_chunk_response",
     "selection_from_proto",
     "status_to_info",
@@ -64,6 +66,7 @@ def info_to_proto(info: JobInfo) -> pb.JobStatus:
         timed_out=info.timed_out,
         run_as=info.run_as,
         unconfined=not info.confined,
+        node=info.node,
     )
     if info.usage is not None:
         status.usage.cpu_seconds = info.usage.cpu_seconds
@@ -112,6 +115,7 @@ def status_to_info(status: pb.JobStatus) -> JobInfo:
         usage=usage,
         oom_killed=status.oom_killed,
         timed_out=status.timed_out,
+        node=status.node,
     )
 
 
@@ -136,6 +140,16 @@ def limits_from_proto(message: pb.ResourceLimits) -> JobLimits:
         memory=message.memory_bytes if message.HasField("memory_bytes") else None,
         pids=message.pids if message.HasField("pids") else None,
         timeout=message.timeout_seconds if message.HasField("timeout_seconds") else None,
+    )
+
+
+def node_to_proto(node: NodeInfo) -> pb.NodeStatus:
+    """A cluster node as the wire's NodeStatus."""
+    return pb.NodeStatus(
+        name=node.name,
+        alive=node.alive,
+        running_jobs=node.running_jobs,
+        last_seen=_timestamp(node.last_seen),
     )
 
 

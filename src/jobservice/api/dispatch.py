@@ -94,6 +94,9 @@ class Dispatcher(JobServiceBase):
     async def List(self, stream: Stream[pb.ListRequest, pb.ListResponse]) -> None:
         await self._unary("List", stream, pb.ListRequest, self._bodies.list)
 
+    async def Nodes(self, stream: Stream[pb.NodesRequest, pb.NodesResponse]) -> None:
+        await self._unary("Nodes", stream, pb.NodesRequest, self._bodies.nodes)
+
     async def Output(self, stream: Stream[pb.OutputRequest, pb.OutputResponse]) -> None:
         async with self._call("Output", stream, pb.OutputRequest) as (caller, request, _):
             with self._stream_slot(caller.user):
@@ -144,6 +147,7 @@ class Dispatcher(JobServiceBase):
             )
             if RULES[rpc].takes_job_id:
                 audit.job = request.job_id  # type: ignore[attr-defined]
+                await self._bodies.prepare(request.job_id)  # type: ignore[attr-defined]
             self._authorizer.authorize(caller, rpc, audit.job)
             yield caller, request, audit
         except asyncio.CancelledError:

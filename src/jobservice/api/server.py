@@ -1,4 +1,7 @@
-"""jobd's server: grpclib over strict mutual TLS, driving one JobCoordinator, with a clean stop."""
+"""jobd's server: grpclib over strict mutual TLS, driving one JobBackend, with a clean stop.
+
+The backend is this host's JobCoordinator unless one is given (a cluster front).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from jobservice.api.dispatch import Dispatcher
 from jobservice.api.jobsettings import JobSettings, default_run_as
 from jobservice.api.servicer import RpcBodies
 from jobservice.core import JobCoordinator, Limits, Retention
+from jobservice.core.backend import JobBackend, NodeDirectory
 from jobservice.core.confine import Confinement
 from jobservice.core.store import JobStore
 from jobservice.security import tls
@@ -98,6 +102,8 @@ class JobServer:
         *,
         context: ssl.SSLContext | None = None,
         store: JobStore | None = None,
+        backend: JobBackend | None = None,
+        directory: NodeDirectory | None = None,
     ) -> None:
         self.config = config
         # Built first: a context whose policy did not take raises here, before anything runs.
@@ -105,7 +111,7 @@ class JobServer:
             ca=config.ca, cert=config.cert, key=config.key
         )
         # With a store, this lists the recorded jobs again and recovers from a crash first.
-        self.coordinator = JobCoordinator(
+        self.coordinator: JobBackend = backend or JobCoordinator(
             config.data_dir,
             stop_grace=config.stop_grace,
             limits=config.limits,
@@ -115,7 +121,7 @@ class JobServer:
         )
         self._tidy: asyncio.Task[None] | None = None
         authorizer = Authorizer(config.policy, lambda job_id: self.coordinator.status(job_id).owner)
-        bodies = RpcBodies(self.coordinator, authorizer.may_see, config.jobs)
+        bodies = RpcBodies(self.coordinator, authorizer.may_see, config.jobs, directory)
         self.dispatcher = Dispatcher(
             bodies,
             authorizer,

@@ -11,7 +11,8 @@ from collections.abc import AsyncGenerator, Callable
 from jobservice.api import convert
 from jobservice.api.jobsettings import JobSettings
 from jobservice.api.v1 import jobservice_pb2 as pb
-from jobservice.core import JobCoordinator, JobInfo
+from jobservice.core import InvalidRequest, JobInfo
+from jobservice.core.backend import JobBackend, NodeDirectory
 from jobservice.security.identity import Identity
 
 __all__ = ["RpcBodies"]
@@ -20,28 +21,55 @@ Visible = Callable[[Identity, JobInfo], bool]
 
 
 class RpcBodies:
-    """The bodies of the six RPCs over one JobCoordinator (run by `dispatch.Dispatcher`)."""
+    """The bodies of the RPCs over one JobBackend (run by `dispatch.Dispatcher`): this host's
+    JobCoordinator, or a cluster front."""
 
     def __init__(
-        self, coordinator: JobCoordinator, visible: Visible, settings: JobSettings | None = None
+        self,
+        backend: JobBackend,
+        visible: Visible,
+        settings: JobSettings | None = None,
+        directory: NodeDirectory | None = None,
     ) -> None:
-        self._coord = coordinator
+        self._coord = backend
         self._visible = visible
         self._settings = settings or JobSettings()
+        self._directory = directory  # set when jobs run on a cluster's nodes
+
+    async def prepare(self, job_id: int) -> None:
+        """Before a call on `job_id` is authorized: a cluster front learns of a job just started
+        through another front (on this host every job is known at once)."""
+        if self._directory is not None:
+            await self._directory.lookup(job_id)
 
     async def start(self, caller: Identity, request: pb.StartRequest) -> pb.StartResponse:
         # The owner is the caller, always: there is no starting a job on another's behalf.
         user = caller.user
         limits = self._settings.limits_for(user, convert.limits_from_proto(request.limits))
-        job_id = await self._coord.start(
-            user,
-            request.command,
-            request.args,
-            request.dir,
-            request.env,
-            limits=limits,
-            run_as=self._settings.account_for(user),
-        )
+        run_as = self._settings.account_for(user)
+        if request.node:
+            if self._directory is None:
+                raise InvalidRequest("this jobd runs jobs on its own host: there is no --node")
+            job_id = await self._directory.start_on(
+                request.node,
+                user,
+                request.command,
+                request.args,
+                dir=request.dir,
+                env=request.env,
+                limits=limits,
+                run_as=run_as,
+            )
+        else:
+            job_id = await self._coord.start(
+                user,
+                request.command,
+                request.args,
+                request.dir,
+                request.env,
+                limits=limits,
+                run_as=run_as,
+            )
         status = convert.info_to_proto(self._coord.status(job_id))
         return pb.StartResponse(job_id=job_id, status=status)
 
@@ -77,3 +105,7 @@ class RpcBodies:
                 yield convert.encode_output_chunk(chunk)
         final = await self._coord.wait(request.job_id)
         yield pb.OutputResponse(final_status=convert.info_to_proto(final))
+
+    async def nodes(self, caller: Identity, request: pb.NodesRequest) -> pb.NodesResponse:
+        nodes = self._directory.nodes() if self._directory is not None else []
+        return pb.NodesResponse(nodes=[convert.node_to_proto(node) for node in nodes])

@@ -32,7 +32,8 @@ class JobState(enum.Enum):
     """Where a job is in its life; it only moves forward, RUNNING -> EXITED or RUNNING -> LOST.
 
     LOST: the server stopped without a clean shutdown while the job ran (a crash, `kill -9`);
-    the next start killed what was left of it, so its exit status is unknown.
+    the next start killed what was left of it, so its exit status is unknown. In a cluster:
+    the job's agent went away (stopped heartbeating) while it ran.
     """
 
     RUNNING = "running"
@@ -125,6 +126,8 @@ class JobInfo:
     usage: Usage | None = None  # set once a confined job has ended
     oom_killed: bool = False  # the kernel's OOM killer killed a process of the job
     timed_out: bool = False  # its timeout stopped it
+    # The cluster node (agent) that runs it; empty for a job of this host's own jobd.
+    node: str = ""
 
     @property
     def is_running(self) -> bool:

@@ -39,6 +39,10 @@ class JobServiceBase(abc.ABC):
     async def Remove(self, stream: 'grpclib.server.Stream[jobservice.api.v1.jobservice_pb2.RemoveRequest, jobservice.api.v1.jobservice_pb2.RemoveResponse]') -> None:
         pass
 
+    @abc.abstractmethod
+    async def Nodes(self, stream: 'grpclib.server.Stream[jobservice.api.v1.jobservice_pb2.NodesRequest, jobservice.api.v1.jobservice_pb2.NodesResponse]') -> None:
+        pass
+
     def __mapping__(self) -> typing.Dict[str, grpclib.const.Handler]:
         return {
             '/jobservice.v1.JobService/Start': grpclib.const.Handler(
@@ -76,6 +80,12 @@ class JobServiceBase(abc.ABC):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 jobservice.api.v1.jobservice_pb2.RemoveRequest,
                 jobservice.api.v1.jobservice_pb2.RemoveResponse,
+            ),
+            '/jobservice.v1.JobService/Nodes': grpclib.const.Handler(
+                self.Nodes,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                jobservice.api.v1.jobservice_pb2.NodesRequest,
+                jobservice.api.v1.jobservice_pb2.NodesResponse,
             ),
         }
 
@@ -118,4 +128,10 @@ class JobServiceStub:
             '/jobservice.v1.JobService/Remove',
             jobservice.api.v1.jobservice_pb2.RemoveRequest,
             jobservice.api.v1.jobservice_pb2.RemoveResponse,
+        )
+        self.Nodes = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/jobservice.v1.JobService/Nodes',
+            jobservice.api.v1.jobservice_pb2.NodesRequest,
+            jobservice.api.v1.jobservice_pb2.NodesResponse,
         )

@@ -36,6 +36,7 @@ class _JobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobState.Val
     JOB_STATE_LOST: _JobState.ValueType  # 3
     """jobd stopped without a clean shutdown (a crash) while the job ran; at its next start it
     killed what was left of the job. The exit status is unknown; `lost_reason` says more.
+    In a cluster: the job's agent went away (stopped heartbeating) while it ran.
     """
 
 class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper): ...
@@ -46,6 +47,7 @@ JOB_STATE_EXITED: JobState.ValueType  # 2
 JOB_STATE_LOST: JobState.ValueType  # 3
 """jobd stopped without a clean shutdown (a crash) while the job ran; at its next start it
 killed what was left of the job. The exit status is unknown; `lost_reason` says more.
+In a cluster: the job's agent went away (stopped heartbeating) while it ran.
 """
 Global___JobState: _TypeAlias = JobState  # noqa: Y015
 
@@ -96,10 +98,13 @@ class StartRequest(_message.Message):
     DIR_FIELD_NUMBER: _builtins.int
     ENV_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
+    NODE_FIELD_NUMBER: _builtins.int
     command: _builtins.str
     """A path, or a name looked up on the job's PATH (or a safe default PATH when env has none)."""
     dir: _builtins.str
     """Working directory; empty means "/"."""
+    node: _builtins.str
+    """Cluster only: the node (agent) to run the job on; empty means any agent with capacity."""
     @_builtins.property
     def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -121,10 +126,11 @@ class StartRequest(_message.Message):
         dir: _builtins.str = ...,
         env: _abc.Iterable[_builtins.str] | None = ...,
         limits: Global___ResourceLimits | None = ...,
+        node: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "dir", b"dir", "env", b"env", "limits", b"limits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "dir", b"dir", "env", b"env", "limits", b"limits", "node", b"node"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -401,6 +407,7 @@ class JobStatus(_message.Message):
     TIMED_OUT_FIELD_NUMBER: _builtins.int
     RUN_AS_FIELD_NUMBER: _builtins.int
     UNCONFINED_FIELD_NUMBER: _builtins.int
+    NODE_FIELD_NUMBER: _builtins.int
     job_id: _builtins.int
     owner: _builtins.str
     command: _builtins.str
@@ -428,6 +435,8 @@ class JobStatus(_message.Message):
     """The job runs without a cgroup (the server could not confine it): no limits but the
     timeout, and a process that leaves its process group escapes Stop.
     """
+    node: _builtins.str
+    """The cluster node (agent) that runs the job; empty on a jobd that runs jobs itself."""
     @_builtins.property
     def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -466,10 +475,11 @@ class JobStatus(_message.Message):
         timed_out: _builtins.bool = ...,
         run_as: _builtins.str = ...,
         unconfined: _builtins.bool = ...,
+        node: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_lost_reason", b"_lost_reason", "_signal", b"_signal", "ended_at", b"ended_at", "exit_code", b"exit_code", "limits", b"limits", "lost_reason", b"lost_reason", "signal", b"signal", "started_at", b"started_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_lost_reason", b"_lost_reason", "_signal", b"_signal", "args", b"args", "command", b"command", "dir", b"dir", "ended_at", b"ended_at", "exit_code", b"exit_code", "job_id", b"job_id", "limits", b"limits", "lost_reason", b"lost_reason", "oom_killed", b"oom_killed", "output_bytes", b"output_bytes", "output_truncated", b"output_truncated", "owner", b"owner", "run_as", b"run_as", "signal", b"signal", "started_at", b"started_at", "state", b"state", "timed_out", b"timed_out", "unconfined", b"unconfined", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_lost_reason", b"_lost_reason", "_signal", b"_signal", "args", b"args", "command", b"command", "dir", b"dir", "ended_at", b"ended_at", "exit_code", b"exit_code", "job_id", b"job_id", "limits", b"limits", "lost_reason", b"lost_reason", "node", b"node", "oom_killed", b"oom_killed", "output_bytes", b"output_bytes", "output_truncated", b"output_truncated", "owner", b"owner", "run_as", b"run_as", "signal", b"signal", "started_at", b"started_at", "state", b"state", "timed_out", b"timed_out", "unconfined", b"unconfined", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
@@ -485,6 +495,75 @@ class JobStatus(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__signal) -> _WhichOneofReturnType__signal | None: ...
 
 Global___JobStatus: _TypeAlias = JobStatus  # noqa: Y015
+
+@_typing.final
+class NodesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NodesRequest: _TypeAlias = NodesRequest  # noqa: Y015
+
+@_typing.final
+class NodeStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ALIVE_FIELD_NUMBER: _builtins.int
+    RUNNING_JOBS_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The agent's name (`jobd agent --name`)."""
+    alive: _builtins.bool
+    """True while its heartbeats arrive; a node silent for the heartbeat TTL is down."""
+    running_jobs: _builtins.int
+    """Jobs it runs now."""
+    @_builtins.property
+    def last_seen(self) -> _timestamp_pb2.Timestamp:
+        """When its last heartbeat was seen."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        alive: _builtins.bool = ...,
+        running_jobs: _builtins.int = ...,
+        last_seen: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_seen", b"last_seen"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alive", b"alive", "last_seen", b"last_seen", "name", b"name", "running_jobs", b"running_jobs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NodeStatus: _TypeAlias = NodeStatus  # noqa: Y015
+
+@_typing.final
+class NodesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___NodeStatus]: ...
+    def __init__(
+        self,
+        *,
+        nodes: _abc.Iterable[Global___NodeStatus] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["nodes", b"nodes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NodesResponse: _TypeAlias = NodesResponse  # noqa: Y015
 
 @_typing.final
 class OutputRequest(_message.Message):

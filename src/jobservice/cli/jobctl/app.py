@@ -52,6 +52,7 @@ Shell completion (bash; zsh and fish likewise):
 # `--help` lists: the first sentence of the verb's docstring (a unit test keeps them in step).
 VERBS = {
     "list": "List the jobs you may see: id, owner, state, exit, started, command.",
+    "nodes": "List a cluster's nodes: name, liveness, running jobs, last heartbeat.",
     "output": "Print a job's output; follow it live until the job ends.",
     "rm": "Remove finished jobs: their record and their output, now.",
     "run": "Start a job, stream its output, and exit with the job's exit status.",

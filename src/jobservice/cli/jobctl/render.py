@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "JobView",
+    "columns",
     "exit_text",
     "job_json",
     "list_table",
@@ -48,7 +50,7 @@ class JobView:
     ended_at: float | None = None
     output_bytes: int = 0
     output_truncated: bool = False
-    lost: bool = False  # jobd crashed while it ran: no exit status (see lost_reason)
+    lost: bool = False  # jobd crashed, or its cluster node went away, while it ran
     lost_reason: str | None = None
     limits: dict[str, float | int | None] | None = None  # cpu, memory, pids, timeout
     usage: dict[str, float | int | None] | None = None  # cpu_seconds, peak_memory
@@ -56,6 +58,7 @@ class JobView:
     timed_out: bool = False
     run_as: str = ""
     confined: bool = True
+    node: str = ""  # the cluster node that runs it; empty on a single-host jobd
 
     @classmethod
     def from_message(cls, msg: JobStatus) -> JobView:
@@ -83,6 +86,7 @@ class JobView:
             timed_out=msg.timed_out,
             run_as=msg.run_as,
             confined=not msg.unconfined,
+            node=msg.node,
         )
 
     @property
@@ -194,6 +198,7 @@ def job_json(job: JobView) -> dict[str, Any]:
         "timed_out": job.timed_out,
         "run_as": job.run_as,
         "confined": job.confined,
+        "node": job.node or None,
     }
 
 
@@ -202,14 +207,21 @@ def _started(ts: float | None) -> str:
 
 
 def list_table(jobs: list[JobView]) -> str:
-    """Aligned columns ID OWNER STATE EXIT STARTED COMMAND, one job a line, header first."""
+    """Aligned columns ID OWNER STATE EXIT STARTED COMMAND, one job a line, header first.
+
+    Jobs of a cluster (any job with a node) add a NODE column after OWNER.
+    """
     import shlex  # noqa: PLC0415 (only `list` needs it: docs/cli.md "Cold start")
 
-    header = ("ID", "OWNER", "STATE", "EXIT", "STARTED", "COMMAND")
+    nodes = any(job.node for job in jobs)
+    header: tuple[str, ...] = ("ID", "OWNER", "STATE", "EXIT", "STARTED", "COMMAND")
+    if nodes:
+        header = ("ID", "OWNER", "NODE", *header[2:])
     rows = [
         (
             str(job.id),
             job.owner,
+            *((job.node or "-",) if nodes else ()),
             state_text(job),
             exit_text(job) or "-",
             _started(job.started_at),
@@ -217,6 +229,11 @@ def list_table(jobs: list[JobView]) -> str:
         )
         for job in jobs
     ]
+    return columns(header, rows)
+
+
+def columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns two spaces apart, header first; the last column is not padded."""
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header) - 1)]
     lines = []
     for row in (header, *rows):

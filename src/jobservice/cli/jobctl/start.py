@@ -34,6 +34,7 @@ class StartArgs:
     dir: str
     env: tuple[str, ...]
     limits: JobLimits = NO_LIMITS
+    node: str = ""  # a cluster node to run it on; empty: any agent with capacity
 
     @classmethod
     def build(
@@ -45,6 +46,7 @@ class StartArgs:
         argv: Sequence[str],
         *,
         limits: JobLimits = NO_LIMITS,
+        node: str = "",
     ) -> StartArgs:
         """Check and merge the two ways of naming a command; raise click.UsageError if wrong."""
         if cmd and argv:
@@ -62,7 +64,9 @@ class StartArgs:
                 raise click.BadParameter(f"{entry!r} is not NAME=VALUE.", param_hint="'--envs'")
         # A relative directory means one relative to where the user stands, as locally.
         where = os.path.abspath(directory) if directory else ""
-        return cls(command=name, args=arguments, dir=where, env=tuple(envs), limits=limits)
+        return cls(
+            command=name, args=arguments, dir=where, env=tuple(envs), limits=limits, node=node
+        )
 
 
 async def start_job(stub: JobServiceStub, spec: StartArgs) -> JobView:
@@ -70,7 +74,11 @@ async def start_job(stub: JobServiceStub, spec: StartArgs) -> JobView:
     from jobservice.api.v1 import jobservice_pb2 as pb
 
     request = pb.StartRequest(
-        command=spec.command, args=list(spec.args), dir=spec.dir, env=list(spec.env)
+        command=spec.command,
+        args=list(spec.args),
+        dir=spec.dir,
+        env=list(spec.env),
+        node=spec.node,
     )
     limits = spec.limits
     if limits.cpu is not None:
@@ -92,6 +100,9 @@ async def start_job(stub: JobServiceStub, spec: StartArgs) -> JobView:
 @click.option("--args", multiple=True, metavar="ARG", help="One argument; repeat for more.")
 @env_dir_options
 @limit_options
+@click.option(
+    "--node", default="", metavar="NODE", help="Cluster only: the node to run it on (jobctl nodes)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON (docs/cli.md).")
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD ARG...]")
 @click.pass_context
@@ -103,6 +114,7 @@ def command(
     args: tuple[str, ...],
     envs: tuple[str, ...],
     directory: str,
+    node: str,
     as_json: bool,
     argv: tuple[str, ...],
     **limits: Any,
@@ -115,8 +127,9 @@ def command(
       jobctl start -- sleep 10000
       jobctl start --dir . -- make test
       jobctl start --cpu 0.5 --memory 256M --pids 100 --timeout 30s -- ./crunch
+      jobctl start --node h2 -- uptime       # on a cluster: on node h2
     """
-    spec = StartArgs.build(cmd, args, envs, directory, argv, limits=limits_of(limits))
+    spec = StartArgs.build(cmd, args, envs, directory, argv, limits=limits_of(limits), node=node)
     settings = settings_of(ctx)
 
     async def body(stub: JobServiceStub) -> JobView:

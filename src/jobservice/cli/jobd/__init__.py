@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from jobservice.cli.jobd.agent import agent
+from jobservice.cli.jobd.natsconfig import nats_config
 from jobservice.cli.jobd.pki import pki
 from jobservice.cli.jobd.serve import serve
 
@@ -25,6 +27,8 @@ def cli() -> None:
 
 cli.add_command(serve)
 cli.add_command(pki)
+cli.add_command(agent)
+cli.add_command(nats_config)
 
 
 def main() -> None:

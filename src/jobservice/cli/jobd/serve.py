@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import logging
 import os
 import resource
 import signal
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -25,7 +27,12 @@ from jobservice.security.errors import PolicyError, TLSPolicyError
 from jobservice.security.policy import Policy
 from jobservice.store import SqliteStore, StoreError
 
-__all__ = ["default_data_dir", "fds_needed", "serve"]
+if TYPE_CHECKING:
+    from jobservice.cluster.connect import NatsSettings
+
+__all__ = ["default_data_dir", "fds_needed", "nats_options", "serve"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 log = logging.getLogger("jobservice.jobd")
 
@@ -46,7 +53,37 @@ def default_data_dir() -> Path:
     return Path(state) / "jobservice"
 
 
+def nats_options(*, required: bool) -> Callable[[F], F]:
+    """--nats and --replicas, shared by `jobd serve` (a cluster front) and `jobd agent`."""
+
+    def decorate(command: F) -> F:
+        command = click.option(
+            "--replicas",
+            default=3,
+            show_default=True,
+            type=click.IntRange(min=1, max=5),
+            help="Replicas of the cluster's streams and buckets when this process creates them "
+            "(a single NATS server holds 1 whatever this says).",
+        )(command)
+        return click.option(
+            "--nats",
+            required=required,
+            metavar="URL[,URL...]",
+            help="The NATS JetStream cluster (tls://HOST:PORT, comma-separated)"
+            + ("." if required else ": run as a stateless cluster front, running nothing here."),
+        )(command)
+
+    return decorate
+
+
 @click.command()
+@nats_options(required=False)
+@click.option(
+    "--nats-cert",
+    type=_EXISTING_FILE,
+    help="With --nats: this front's certificate for NATS (jobd pki init --front NAME).",
+)
+@click.option("--nats-key", type=_EXISTING_FILE, help="With --nats: that certificate's key.")
 @click.option(
     "--listen",
     default="127.0.0.1:50051",
@@ -199,6 +236,10 @@ def serve(
     confine: str,
     cgroup_root: Path | None,
     verbose: bool,
+    nats: str | None = None,
+    replicas: int = 3,
+    nats_cert: Path | None = None,
+    nats_key: Path | None = None,
     **limit_options: Any,
 ) -> None:
     """Serve the job API over mutual TLS until SIGTERM or SIGINT.
@@ -250,9 +291,28 @@ def serve(
     )
     _ensure_fd_limit(fds_needed(config))
     try:
-        asyncio.run(_serve(config, None if no_store else _open_store(config.data_dir)))
+        if nats is not None:
+            # A front: stateless, so no job store; jobs and their records live in the cluster.
+            settings = _nats_settings(nats, replicas, ca, nats_cert, nats_key)
+            asyncio.run(_serve_cluster(config, settings))
+        else:
+            asyncio.run(_serve(config, None if no_store else _open_store(config.data_dir)))
     finally:
         confinement.close()  # also when jobd did not get as far as running a job
+
+
+def _nats_settings(
+    nats: str, replicas: int, ca: Path, cert: Path | None, key: Path | None
+) -> NatsSettings:
+    if cert is None or key is None:
+        raise click.UsageError("--nats needs --nats-cert and --nats-key (a front's)")
+    from jobservice.cluster.connect import NatsSettings  # noqa: PLC0415 (nats-py on use)
+
+    try:
+        servers = NatsSettings.parse_servers(nats)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--nats") from None
+    return NatsSettings(servers, ca, cert, key, replicas)
 
 
 def fds_needed(config: ServerConfig) -> int:
@@ -343,3 +403,41 @@ def _stop_on_signals() -> asyncio.Event:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     return stop
+
+
+async def _serve_cluster(config: ServerConfig, cluster: NatsSettings) -> None:
+    """`jobd serve --nats`: the same server over a cluster front instead of a coordinator."""
+    from jobservice.cluster.connect import connect  # noqa: PLC0415
+    from jobservice.cluster.errors import ClusterError  # noqa: PLC0415
+    from jobservice.cluster.front import ClusterFront  # noqa: PLC0415
+
+    try:
+        nc = await connect(cluster, "jobd front")
+    except ClusterError as exc:
+        raise click.ClickException(str(exc)) from None
+    front = ClusterFront(
+        nc, replicas=cluster.replicas, stop_grace=config.stop_grace, limits=config.limits
+    )
+    # The agents confine jobs (or refuse limits they cannot apply), not this host: the front
+    # only completes a request's limits with the policy's defaults and checks its maxima.
+    config = dataclasses.replace(config, jobs=dataclasses.replace(config.jobs, confined=True))
+    await front.open()
+    try:
+        server = JobServer(config, backend=front, directory=front)
+    except TLSPolicyError as exc:
+        raise click.ClickException(f"refusing to start: {exc}") from None
+    try:
+        host, port = await server.start()
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot listen on {format_address(config.host, config.port)}: {exc}"
+        ) from None
+    stop = _stop_on_signals()
+    click.echo(f"jobd listening on {format_address(host, port)}", err=True)
+    await stop.wait()
+    log.info("shutting down: ending streams (jobs keep running on their agents)")
+    await server.shutdown()
+    # Not drain(): it waits on nats-py's fetch queues, which are never marked done. Everything
+    # this process must publish was acknowledged already.
+    await nc.close()
+    log.info("stopped")

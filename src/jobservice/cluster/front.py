@@ -1,0 +1,405 @@
+"""ClusterFront: the JobBackend a stateless `jobd serve --nats` serves the API over.
+
+It keeps no state of its own that matters: job records come from watching the jobs bucket
+(a local cache, so Status and List answer without a round trip), node liveness from watching
+the nodes bucket. Starts go to the work queue, stops to the job's agent, output comes from the
+output stream. Any number of fronts serve the same jobs; one that dies loses nothing.
+It also marks the running jobs of a node whose heartbeats stopped as Lost (every front checks;
+the bucket's compare-and-set lets exactly one of them write it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import dataclasses
+import functools
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from nats.aio.client import Client
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+
+from jobservice.cluster import layout
+from jobservice.cluster.errors import NodeNotFound, NodeUnavailable
+from jobservice.cluster.follow import Follower
+from jobservice.cluster.records import (
+    Heartbeat,
+    StartRequest,
+    decode_error,
+    decode_info,
+    encode_info,
+)
+from jobservice.cluster.retry import TRANSIENT, retrying
+from jobservice.core.backend import NodeInfo
+from jobservice.core.confine.account import Account
+from jobservice.core.errors import InvalidRequest, JobNotFound, JobNotRunning, JobStillRunning
+from jobservice.core.model import NO_LIMITS, JobInfo, JobLimits, JobState, Limits, Stream
+
+__all__ = ["ClusterFront"]
+
+log = logging.getLogger("jobservice.cluster.front")
+
+
+@dataclasses.dataclass
+class _Node:
+    heartbeat: Heartbeat
+    seen: float  # time.monotonic() of its last heartbeat here
+    seen_wall: float
+    revision: int  # of that heartbeat in the bucket
+
+
+class ClusterFront:
+    """Start, stop, report and stream the cluster's jobs (see `core.backend.JobBackend`)."""
+
+    def __init__(
+        self,
+        nc: Client,
+        *,
+        replicas: int = 3,
+        start_timeout: float = 10.0,
+        stop_grace: float = 5.0,
+        limits: Limits | None = None,
+    ) -> None:
+        self._nc = nc
+        self._js: JetStreamContext = nc.jetstream()
+        self._replicas = replicas
+        self.start_timeout = start_timeout
+        self.stop_grace = stop_grace
+        self.limits = limits or Limits()
+        self._records: dict[int, JobInfo] = {}
+        self._revisions: dict[int, int] = {}
+        self._changed = asyncio.Event()  # set and replaced whenever a record changes
+        self._nodes: dict[str, _Node] = {}
+        # Node silence is counted from here: the front's start, or the last time the bucket
+        # did not answer.
+        self._counting_since = time.monotonic()
+        self._tasks: list[asyncio.Task[None]] = []
+        # This front's key in the nodes bucket, written every heartbeat interval to check that
+        # the bucket takes writes (node names cannot start with the prefix).
+        self._probe_key = f"{layout.FRONT_PROBE_PREFIX}{nc.new_inbox().rsplit('.', 1)[-1]}"
+
+    async def open(self) -> None:
+        """Make sure the layout exists, load every record and node, then keep them current."""
+        buckets = await layout.ensure_layout(self._js, self._replicas)
+        self._jobs: KeyValue = buckets.jobs
+        self._nodes_kv: KeyValue = buckets.nodes
+        jobs_loaded, nodes_loaded = asyncio.Event(), asyncio.Event()
+        self._tasks = [
+            asyncio.create_task(self._watch(self._jobs, self._on_record, jobs_loaded)),
+            asyncio.create_task(self._watch(self._nodes_kv, self._on_heartbeat, nodes_loaded)),
+            asyncio.create_task(self._reap()),
+        ]
+        await jobs_loaded.wait()
+        await nodes_loaded.wait()
+
+    async def close(self) -> None:
+        """Stop watching. Jobs keep running on their agents: a front owns none of them."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._nodes_kv.delete(self._probe_key), 2)
+
+    # -- JobBackend
+
+    async def start(
+        self,
+        owner: str,
+        command: str,
+        args: Sequence[str] = (),
+        dir: str = "",
+        env: Sequence[str] = (),
+        *,
+        limits: JobLimits = NO_LIMITS,
+        run_as: Account | None = None,
+        node: str = "",
+    ) -> int:
+        """Queue the start for `node` (or any agent); return the id once an agent started it.
+
+        `run_as` travels by name: the agent runs the job as the account of that name on its host.
+        """
+        request = StartRequest(
+            owner, command, tuple(args), dir, tuple(env), limits, run_as.name if run_as else ""
+        )
+        size = len(command) + len(dir) + sum(len(s) for s in (*args, *env))
+        if size > self.limits.max_request_bytes:
+            raise InvalidRequest(
+                f"request of {size} bytes is over the {self.limits.max_request_bytes}-byte limit"
+            )
+        if node:
+            layout.validate_node_name(node)
+            if node not in self._nodes:
+                raise NodeNotFound(node)
+        subject = layout.start_subject(node) if node else layout.START_ANY
+        inbox = self._nc.new_inbox()
+        replies = await self._nc.subscribe(inbox, max_msgs=1)
+        try:
+            # Expires in the queue if no agent takes it in time, so it never starts late.
+            # The message id makes a publish retried after a lost ack store one request.
+            headers = {"Jobd-Reply": inbox, "Nats-Msg-Id": inbox}
+            ack = await retrying(
+                "queueing a start",
+                functools.partial(
+                    self._js.publish,
+                    subject,
+                    request.encode(),
+                    headers=headers,
+                    msg_ttl=max(1.0, self.start_timeout),
+                ),
+            )
+            try:
+                reply = await replies.next_msg(timeout=self.start_timeout + 2)
+            except NatsTimeout:
+                where = f"node {node!r}" if node else "no agent"
+                raise NodeUnavailable(
+                    f"{where} took the start within {self.start_timeout:g} s "
+                    "(agents down or at capacity)"
+                ) from None
+        finally:
+            with contextlib.suppress(Exception):
+                await replies.unsubscribe()
+        answer = json.loads(reply.data)
+        error = decode_error(answer) if isinstance(answer, dict) else None
+        if error is not None:
+            raise error
+        info = decode_info(reply.data)
+        self._learn(info, revision=0)
+        return ack.seq
+
+    async def stop(self, job_id: int) -> JobInfo:
+        info = self.status(job_id)
+        if not info.is_running:
+            raise JobNotRunning(job_id)
+        payload = json.dumps({"job_id": job_id}).encode()
+        try:
+            reply = await self._nc.request(
+                layout.stop_subject(info.node), payload, timeout=self.stop_grace + 10
+            )
+        except (NoRespondersError, NatsTimeout):
+            raise NodeUnavailable(
+                f"node {info.node!r} of job {job_id} does not answer (its jobs become lost "
+                f"within {layout.NODE_TTL + layout.HEARTBEAT_INTERVAL:g} s if it is down)"
+            ) from None
+        error = decode_error(json.loads(reply.data))
+        if error is not None:
+            raise error
+        final = decode_info(reply.data)
+        self._learn(final, revision=0)
+        return final
+
+    async def start_on(
+        self,
+        node: str,
+        owner: str,
+        command: str,
+        args: Sequence[str] = (),
+        *,
+        dir: str = "",
+        env: Sequence[str] = (),
+        limits: JobLimits = NO_LIMITS,
+        run_as: Account | None = None,
+    ) -> int:
+        return await self.start(
+            owner, command, args, dir, env, limits=limits, run_as=run_as, node=node
+        )
+
+    async def lookup(self, job_id: int) -> None:
+        if job_id in self._records:
+            return
+        with contextlib.suppress(KeyNotFoundError):
+            entry = await retrying(
+                "looking a job up", functools.partial(self._jobs.get, str(job_id))
+            )
+            if entry.value:
+                self._learn(decode_info(entry.value), entry.revision or 0)
+
+    def status(self, job_id: int) -> JobInfo:
+        info = self._records.get(job_id)
+        if info is None:
+            raise JobNotFound(job_id)
+        return info
+
+    def list(self) -> list[JobInfo]:
+        return [self._records[i] for i in sorted(self._records)]
+
+    def subscribe(self, job_id: int, streams: Stream = Stream.BOTH, offset: int = 0) -> Follower:
+        self.status(job_id)  # JobNotFound at once
+        if not streams & Stream.BOTH:
+            raise InvalidRequest("select stdout, stderr or both")
+        if offset < 0:
+            raise InvalidRequest("offset must not be negative")
+        return Follower(self._nc, job_id, streams, offset)
+
+    async def wait(self, job_id: int) -> JobInfo:
+        """The job's record once it is no longer running (its final record has arrived)."""
+        while (info := self.status(job_id)).is_running:
+            await self._changed.wait()
+        return info
+
+    async def remove(self, job_id: int) -> None:
+        """Delete a finished job's record, then its output (every front's watch forgets it)."""
+        info = self.status(job_id)
+        if info.is_running:
+            raise JobStillRunning(job_id)
+        await retrying("removing a job", functools.partial(self._jobs.delete, str(job_id)))
+        self._forget(job_id)
+        await retrying(
+            "removing a job's output",
+            functools.partial(
+                self._js.purge_stream, layout.OUTPUT_STREAM, subject=layout.output_filter(job_id)
+            ),
+        )
+
+    async def keep_tidy(self) -> None:
+        """Retention (`--retain`) is not applied to a cluster's jobs yet (docs/cluster.md)."""
+
+    # -- nodes
+
+    def nodes(self) -> builtins.list[NodeInfo]:
+        """Every node seen, alive or not, by name."""
+        now = time.monotonic()
+        return [
+            NodeInfo(
+                name=name,
+                alive=now - node.seen < layout.NODE_TTL,
+                running_jobs=node.heartbeat.running_jobs,
+                last_seen=node.seen_wall,
+            )
+            for name, node in sorted(self._nodes.items())
+        ]
+
+    # -- watching and reaping
+
+    async def _watch(
+        self, kv: KeyValue, apply: Callable[[str, bytes, int], None], loaded: asyncio.Event
+    ) -> None:
+        """Apply every update of `kv`; set `loaded` once the current values are in."""
+        while True:
+            try:
+                watcher = await kv.watchall()
+                async for entry in watcher:
+                    if entry is None:
+                        loaded.set()
+                        continue
+                    if entry.operation in (KV_DEL, KV_PURGE):
+                        apply(entry.key, b"", entry.revision)
+                    elif entry.value:
+                        apply(entry.key, entry.value, entry.revision)
+                    if entry.delta == 0:
+                        loaded.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("watching %s failed (%s); watching again", kv._name, exc)
+                await asyncio.sleep(0.5)
+
+    def _on_record(self, key: str, value: bytes, revision: int) -> None:
+        if value:
+            self._learn(decode_info(value), revision)
+        else:
+            self._forget(int(key))  # removed (jobctl rm)
+
+    def _forget(self, job_id: int) -> None:
+        self._records.pop(job_id, None)
+        self._revisions.pop(job_id, None)
+
+    def _learn(self, info: JobInfo, revision: int) -> None:
+        old = self._records.get(info.id)
+        # State only moves forward: a late running record never hides an end already known.
+        if old is not None and not old.is_running and info.is_running:
+            return
+        self._records[info.id] = info
+        if revision:
+            self._revisions[info.id] = revision
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def _on_heartbeat(self, key: str, value: bytes, revision: int) -> None:
+        if key.startswith(layout.FRONT_PROBE_PREFIX):
+            return  # a front's own probe, not a node
+        known = self._nodes.get(key)
+        if known is None or revision > known.revision:
+            self._nodes[key] = _Node(
+                Heartbeat.decode(value), time.monotonic(), time.time(), revision
+            )
+
+    async def _reap(self) -> None:
+        """Every heartbeat interval: mark the running jobs of silent nodes Lost."""
+        while True:
+            await asyncio.sleep(layout.HEARTBEAT_INTERVAL)
+            now = time.monotonic()
+            if not await self._bucket_answers():
+                # Silence counts only while the bucket works: a server failing over (its leader
+                # being elected again) silences every node at once, and kills no job.
+                self._counting_since = now
+                for heard in self._nodes.values():
+                    heard.seen = now
+                continue
+            silent: set[str] = set()
+            for info in [i for i in self._records.values() if i.is_running]:
+                if info.node not in silent and not await self._is_silent(info.node, now):
+                    continue
+                silent.add(info.node)
+                try:
+                    await self._mark_lost(info)
+                except Exception as exc:
+                    log.warning("marking job %d lost failed: %s", info.id, exc)
+
+    async def _is_silent(self, name: str, now: float) -> bool:
+        """No heartbeat of node `name` for NODE_TTL, as the watch says and the bucket confirms
+        (a watch can lag behind while its server fails over; the bucket's key cannot)."""
+        node = self._nodes.get(name)
+        seen = node.seen if node is not None else self._counting_since
+        if now - max(seen, self._counting_since) < layout.NODE_TTL:
+            return False
+        try:
+            entry = await asyncio.wait_for(self._nodes_kv.get(name), layout.HEARTBEAT_INTERVAL)
+        except KeyNotFoundError:
+            return True
+        except (TimeoutError, *TRANSIENT):  # type: ignore[misc]
+            return False  # cannot tell now: ask again next time
+        if entry.value and (node is None or (entry.revision or 0) > node.revision):
+            self._on_heartbeat(name, entry.value, entry.revision or 0)  # the watch was behind
+            return False
+        return True
+
+    async def _bucket_answers(self) -> bool:
+        """Whether this front can write to the nodes bucket itself, now: if it cannot, neither
+        can agents, and their silence says nothing about them."""
+        try:
+            await asyncio.wait_for(
+                self._nodes_kv.put(self._probe_key, b""), layout.HEARTBEAT_INTERVAL
+            )
+        except (TimeoutError, *TRANSIENT):  # type: ignore[misc]
+            return False
+        return True
+
+    async def _mark_lost(self, info: JobInfo) -> None:
+        revision = self._revisions.get(info.id)
+        if revision is None:
+            return  # its record has not come through the watch yet
+        lost = dataclasses.replace(
+            info,
+            state=JobState.LOST,
+            ended_at=time.time(),
+            lost_reason=f"node {info.node} stopped sending heartbeats while the job ran",
+        )
+        try:
+            await self._jobs.update(str(info.id), encode_info(lost), revision)
+        except KeyWrongLastSequenceError:
+            return  # another front did it, or the agent wrote an end after all
+        log.warning("node %s is silent: job %d lost", info.node, info.id)
+        # Followers end at this marker; the output stored before it is all there will be.
+        await self._js.publish(
+            layout.end_subject(info.id),
+            encode_info(lost),
+            headers={"Nats-Msg-Id": f"{info.id}:end"},
+        )
