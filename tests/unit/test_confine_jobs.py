@@ -79,7 +79,7 @@ async def test_the_job_runs_in_its_group_from_its_first_instruction(
     lines = joined(await collect(confined, job)).decode().splitlines()
     v2 = next(line for line in lines if line.startswith("0::"))
     assert v2.endswith(f"/job-{job}")
-    status = confined.status(job)
+    status = await confined.wait(job)
     assert status.confined
     assert status.usage is not None
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from jobservice.core.confine.account import Account
-from jobservice.core.confine.base import Confinement
+from jobservice.core.confine.base import Confinement, JobCgroup
 from jobservice.core.confine.none import Unconfined
 from jobservice.core.confine.trampoline import Trampoline, find_perl
 from jobservice.core.errors import (
@@ -203,35 +203,42 @@ class JobCoordinator:
     async def _spawn(
         self, job_id: int, owner: str, spec: JobSpec, limits: JobLimits, run_as: Account | None
     ) -> Job:
-        """Create the job's log, then its cgroup, then its process."""
+        """Create the job's log and cgroup, then its process."""
         path = self._log_path(job_id)
-        # Creating a file can take a millisecond while the disk writes back other jobs' output;
-        # in a thread it does not hold up every other call on the event loop.
+        # Creating a file can take a millisecond while the disk writes back other jobs' output,
+        # and a cgroup (a directory in each hierarchy) about as long, mostly waiting in the
+        # kernel; in a thread they do not hold up every other call on the event loop.
         admit = functools.partial(self._janitor.admit, owner)
-        creating = asyncio.ensure_future(
-            asyncio.to_thread(OutputLog, path, self.limits.max_output_bytes, admit)
-        )
+
+        def prepare() -> tuple[OutputLog, JobCgroup | None]:
+            output = OutputLog(path, self.limits.max_output_bytes, admit)
+            try:
+                return output, self.confinement.create(job_id, limits)
+            except BaseException as e:
+                _discard(output)
+                if isinstance(e, OSError):
+                    reason = e.strerror or e
+                    raise SpawnFailed(f"cannot create the job's cgroup: {reason}") from None
+                raise
+
+        creating = asyncio.ensure_future(asyncio.to_thread(prepare))
         try:
-            output = await asyncio.shield(creating)
+            output, cgroup = await asyncio.shield(creating)
         except asyncio.CancelledError:
-            creating.add_done_callback(_discard_log)  # the thread finishes on its own
+            creating.add_done_callback(_discard_prepared)  # the thread finishes on its own
             raise
         except FileExistsError:
             raise _IdTaken() from None
         except OSError as e:  # a full disk, no file descriptor left: the host's trouble
             raise SpawnFailed(f"cannot create the job's output log: {e.strerror or e}") from None
-        cgroup = None
         try:
             if self._closed:
                 raise CoordinatorClosed()
-            cgroup = self.confinement.create(job_id, limits)
             process = spawn(spec, cgroup, run_as, self._trampoline)
-        except BaseException as e:
+        except BaseException:
             _discard(output)
             if cgroup is not None:
                 cgroup.remove()
-            if isinstance(e, OSError):  # spawn's own errors are JobErrors: this is the cgroup
-                raise SpawnFailed(f"cannot create the job's cgroup: {e.strerror or e}") from None
             raise
         self._janitor.usage.add(owner, output.size)
         before_end = self._record_end if self._journal is not None else None
@@ -413,9 +420,12 @@ def _discard(output: OutputLog) -> None:
     output.path.unlink(missing_ok=True)
 
 
-def _discard_log(creating: asyncio.Future[OutputLog]) -> None:
+def _discard_prepared(creating: asyncio.Future[tuple[OutputLog, JobCgroup | None]]) -> None:
     if not creating.cancelled() and creating.exception() is None:
-        _discard(creating.result())
+        output, cgroup = creating.result()
+        _discard(output)
+        if cgroup is not None:
+            cgroup.remove()
 
 
 def _next_free_id(logs: Path) -> int:

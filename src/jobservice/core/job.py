@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from jobservice.core.confine.base import JobCgroup
 from jobservice.core.model import NO_LIMITS, ExitStatus, JobInfo, JobLimits, JobState, Stream, Usage
 from jobservice.core.output_log import MAX_RECORD, OutputLog
 from jobservice.core.process import ProcessGroup
@@ -204,17 +205,24 @@ class Job:
         cgroup = self.process.cgroup
         if cgroup is not None:
             self.usage, self.oom_killed = cgroup.usage(), cgroup.oom_killed()
-            try:
-                cgroup.remove()
-            except OSError as e:  # a process stuck in the kernel: found again at the next start
-                log.warning("job %d: cannot remove its cgroup %s: %s", self.id, cgroup.path, e)
         self.output.close()
-        if self._before_end is None:
+        if self._before_end is None and cgroup is None:
             self._ending = self._loop.create_future()
             self._end()
             return
-        self._ending = asyncio.ensure_future(self._before_end(self._snapshot(JobState.EXITED)))
+        self._ending = asyncio.ensure_future(self._wind_up(cgroup))
         self._ending.add_done_callback(lambda _: self._end())
+
+    async def _wind_up(self, cgroup: JobCgroup | None) -> None:
+        """Remove the (empty) cgroup, in a thread: rmdir waits in the kernel for up to a
+        millisecond; then let the coordinator record the end."""
+        if cgroup is not None:
+            try:
+                await asyncio.to_thread(cgroup.remove)
+            except OSError as e:  # a process stuck in the kernel: found again at the next start
+                log.warning("job %d: cannot remove its cgroup %s: %s", self.id, cgroup.path, e)
+        if self._before_end is not None:
+            await self._before_end(self._snapshot(JobState.EXITED))
 
     def _end(self) -> None:
         """The one state change: RUNNING -> EXITED."""

@@ -62,9 +62,13 @@ class ProcessGroup:
 
     def kill(self) -> None:
         """SIGKILL every process of the job (its whole cgroup at once, when it has one)."""
-        self.signal(signal.SIGKILL)  # the leader, should it not be in its cgroup yet
-        if self.cgroup is not None:
-            self.cgroup.kill()  # the whole cgroup at once, forks racing with the kill included
+        if self.cgroup is None:
+            self.signal(signal.SIGKILL)
+            return
+        if not self.reaped:  # the leader, should it not be in its cgroup yet
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+        self.cgroup.kill()  # the whole cgroup at once, forks racing with the kill included
 
     def reap(self) -> ExitStatus:
         """Kill what is left of the group, then reap the (exited) leader and return its status.
