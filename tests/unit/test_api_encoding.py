@@ -6,7 +6,7 @@ import pytest
 from grpclib.encoding.proto import ProtoCodec
 
 from jobservice.api.codec import PassThroughCodec
-from jobservice.api.convert import EncodedMessage, encode_output_chunk, output_chunk_response
+from jobservice.api.convert import EncodedMessage, encode_output_chunk
 from jobservice.api.v1 import jobservice_pb2 as pb
 from jobservice.core import Chunk, Stream
 
@@ -28,7 +28,8 @@ def test_hand_encoding_parses_back_to_the_same_fields(
     assert parsed.chunk.offset == offset
     assert parsed.chunk.data == data
     # And byte for byte what protobuf itself writes, so no client can tell the difference.
-    assert wire == output_chunk_response(Chunk(stream, offset, data)).SerializeToString()
+    chunk = pb.OutputChunk(stream=STREAM_NUMBERS[stream], offset=offset, data=data)
+    assert wire == pb.OutputResponse(chunk=chunk).SerializeToString()
 
 
 def test_codec_passes_encoded_messages_through_and_encodes_the_rest() -> None:

@@ -15,14 +15,14 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobservice.api import ConnectError, ConnectFailure
+from jobservice.api import ConnectError, ConnectFailure, status_to_info
 from jobservice.api.v1 import jobservice_pb2 as pb
 from jobservice.cli.jobctl import status
 from jobservice.cli.jobctl.app import VERBS, cli
 from jobservice.cli.jobctl.config import Globals, config_path, parse_server, resolve
 from jobservice.cli.jobctl.exitcodes import CliError, ExitCode, from_exception
 from jobservice.cli.jobctl.plain_status import parse_plain
-from jobservice.cli.jobctl.render import JobView, job_json, list_table, status_line
+from jobservice.cli.jobctl.render import job_json, list_table, status_line
 from jobservice.cli.jobctl.start import StartArgs
 
 
@@ -55,12 +55,12 @@ def _status(**fields: object) -> pb.JobStatus:
     ],
 )
 def test_status_line_matches_the_contract(fields: dict[str, object], line: str) -> None:
-    assert status_line(JobView.from_message(_status(**fields))) == line
+    assert status_line(status_to_info(_status(**fields))) == line
 
 
 def test_json_shape_is_the_documented_one() -> None:
     ended = Timestamp(seconds=1_700_000_001)
-    job = JobView.from_message(
+    job = status_to_info(
         _status(
             signal=15,
             ended_at=ended,
@@ -93,18 +93,18 @@ def test_json_shape_is_the_documented_one() -> None:
         "confined": True,
         "node": None,
     }
-    lost = job_json(JobView.from_message(_status(state=pb.JOB_STATE_LOST, lost_reason="crash")))
+    lost = job_json(status_to_info(_status(state=pb.JOB_STATE_LOST, lost_reason="crash")))
     assert (lost["state"], lost["exit_code"], lost["lost_reason"]) == ("lost", None, "crash")
-    running = job_json(JobView.from_message(_status(state=pb.JOB_STATE_RUNNING)))
+    running = job_json(status_to_info(_status(state=pb.JOB_STATE_RUNNING)))
     assert (running["state"], running["exit_code"], running["ended_at"]) == ("running", None, None)
-    on_node = job_json(JobView.from_message(_status(node="h2")))
+    on_node = job_json(status_to_info(_status(node="h2")))
     assert on_node["node"] == "h2"
 
 
 def test_list_table_aligns_columns_and_quotes_commands() -> None:
     jobs = [
-        JobView.from_message(_status(exit_code=0)),
-        JobView.from_message(_status(job_id=7, owner="charlie", state=pb.JOB_STATE_RUNNING)),
+        status_to_info(_status(exit_code=0)),
+        status_to_info(_status(job_id=7, owner="charlie", state=pb.JOB_STATE_RUNNING)),
     ]
     lines = list_table(jobs).splitlines()
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(1_700_000_000))
@@ -118,8 +118,8 @@ def test_list_table_aligns_columns_and_quotes_commands() -> None:
 
 def test_list_table_adds_a_node_column_for_a_clusters_jobs() -> None:
     jobs = [
-        JobView.from_message(_status(exit_code=0, node="h1")),
-        JobView.from_message(_status(job_id=7, state=pb.JOB_STATE_LOST, node="h2")),
+        status_to_info(_status(exit_code=0, node="h1")),
+        status_to_info(_status(job_id=7, state=pb.JOB_STATE_LOST, node="h2")),
     ]
     lines = list_table(jobs).splitlines()
     assert lines[0].split()[:4] == ["ID", "OWNER", "NODE", "STATE"]

@@ -1,6 +1,7 @@
 """The gRPC API's public face: what jobctl, the benchmarks and an embedding program import.
 
     from jobservice.api import open_channel, JobServiceStub, pb      # a client
+    from jobservice.api import status_to_info                        # JobStatus -> JobInfo
     from jobservice.api.server import JobServer, ServerConfig        # a server (jobd)
 
 The server side lives in `jobservice.api.server`, not here, so that a client does not import
@@ -9,6 +10,7 @@ other module of this package is private to it.
 """
 
 from jobservice.api.client import close_channel, open_channel
+from jobservice.api.convert import chunk_from_proto, status_to_info
 from jobservice.api.errors import (
     ApiError,
     ConnectError,
@@ -30,7 +32,9 @@ __all__ = [
     "RequestTimeout",
     "RequestTooLarge",
     "ServiceUnavailable",
+    "chunk_from_proto",
     "close_channel",
     "open_channel",
     "pb",
+    "status_to_info",
 ]

@@ -109,10 +109,6 @@ class Dispatcher(JobServiceBase):
                         # An EncodedMessage passes through the server's PassThroughCodec.
                         await stream.send_message(cast(pb.OutputResponse, response))
 
-    @property
-    def open_streams(self) -> int:
-        return self._open_streams
-
     async def wait_idle(self) -> None:
         """Return once no call is open (used at shutdown, after `draining` is set)."""
         await self._idle.wait()

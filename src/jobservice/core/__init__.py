@@ -1,7 +1,9 @@
 """The job library: spawn processes, track them, record their output, serve subscribers.
 
 Names load on first use (PEP 562), so a client that needs only the records and errors (jobctl
-formats `ExitStatus`) does not import the coordinator, subprocess and friends at start-up.
+prints `JobInfo`) does not import the coordinator and its ten modules at start-up. Measured
+(`python -X importtime`, on top of what `jobctl status` imports anyway): 6-11 ms, about a tenth
+of a cold `jobctl status`; the machinery pays for itself here, and only here.
 """
 
 from __future__ import annotations

@@ -12,19 +12,20 @@ import click
 
 from jobservice.cli.jobctl.config import settings_of
 from jobservice.cli.jobctl.connect import RPC_TIMEOUT, call
-from jobservice.cli.jobctl.render import JobView, job_json, list_table
+from jobservice.cli.jobctl.render import job_json, list_table
 
 if TYPE_CHECKING:
     from jobservice.api.v1.jobservice_grpc import JobServiceStub
+    from jobservice.core.model import JobInfo
 
 __all__ = ["command", "list_jobs"]
 
 
-async def list_jobs(stub: JobServiceStub) -> list[JobView]:
-    from jobservice.api.v1 import jobservice_pb2 as pb
+async def list_jobs(stub: JobServiceStub) -> list[JobInfo]:
+    from jobservice.api import pb, status_to_info
 
     response = await stub.List(pb.ListRequest(), timeout=RPC_TIMEOUT)
-    return [JobView.from_message(job) for job in response.jobs]
+    return [status_to_info(job) for job in response.jobs]
 
 
 @click.command("list")

@@ -15,14 +15,12 @@ from jobservice.cli.jobctl.config import settings_of
 from jobservice.cli.jobctl.connect import call
 from jobservice.cli.jobctl.exitcodes import CliError, ExitCode, from_exception
 from jobservice.cli.jobctl.params import JOB_ID, stream_options
-from jobservice.cli.jobctl.render import JobView
 
 if TYPE_CHECKING:
     from jobservice.api.v1.jobservice_grpc import JobServiceStub
+    from jobservice.core.model import Chunk, JobInfo
 
 __all__ = ["Sink", "command", "follow", "warn_if_truncated"]
-
-_STREAM_STDERR = 2  # jobservice.v1.Stream.STREAM_STDERR, here so that no protobuf is imported
 
 
 class Sink:
@@ -33,35 +31,36 @@ class Sink:
         self._out: BinaryIO = sys.stdout.buffer
         self._err: BinaryIO = sys.stderr.buffer
 
-    def write(self, stream: int, offset: int, data: bytes) -> None:
-        target = self._err if stream == _STREAM_STDERR else self._out
+    def write(self, chunk: Chunk) -> None:
+        from jobservice.core.model import Stream
+
+        target = self._err if chunk.stream is Stream.STDERR else self._out
         try:
-            target.write(data)
+            target.write(chunk.data)
             target.flush()  # live output, and stdout/stderr interleaved as the job wrote them
         except BrokenPipeError:
             # The reader left (`| head -1`): nothing more to say, and no traceback.
             raise CliError("", ExitCode.BROKEN_PIPE) from None
-        self.offset = offset + len(data)
+        self.offset = chunk.end
 
 
 async def follow(
     stub: JobServiceStub, job_id: int, streams: str, sink: Sink, *, server: str
-) -> JobView | None:
+) -> JobInfo | None:
     """Copy the job's output from `sink.offset` until the job ends; return its final status."""
-    from jobservice.api.v1 import jobservice_pb2 as pb
+    from jobservice.api import chunk_from_proto, pb, status_to_info
 
     selection = pb.OutputSelection.Value(f"OUTPUT_SELECTION_{streams.upper()}")
     request = pb.OutputRequest(job_id=job_id, streams=selection, offset=sink.offset)
-    final: JobView | None = None
+    final: JobInfo | None = None
     try:
         async with stub.Output.open() as call_stream:
             await call_stream.send_message(request, end=True)
             async for response in call_stream:
                 if response.HasField("chunk"):
-                    chunk = response.chunk
-                    sink.write(chunk.stream, chunk.offset, chunk.data)
+                    sink.write(chunk_from_proto(response.chunk))
                 elif response.HasField("final_status"):
-                    final = JobView.from_message(response.final_status)
+                    final = status_to_info(response.final_status)
     except CliError:
         raise
     except Exception as exc:
@@ -78,7 +77,7 @@ def _with_resume_hint(error: CliError, job_id: int, sink: Sink) -> CliError:
     return CliError(error.message + hint, error.code)
 
 
-def warn_if_truncated(job: JobView | None) -> None:
+def warn_if_truncated(job: JobInfo | None) -> None:
     if job is not None and job.output_truncated:
         click.echo(
             f"jobctl: Job '{job.id}' wrote more output than the server keeps; "
@@ -113,7 +112,7 @@ def command(ctx: click.Context, *, job_id: int, streams: str, offset: int) -> in
     settings = settings_of(ctx)
     sink = Sink(offset)
 
-    async def body(stub: JobServiceStub) -> JobView | None:
+    async def body(stub: JobServiceStub) -> JobInfo | None:
         return await follow(stub, job_id, streams, sink, server=settings.server)
 
     warn_if_truncated(call(settings, body, job=job_id, streaming=True))

@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from jobservice.cli.jobctl.config import Globals, Settings, settings_from
 from jobservice.cli.jobctl.connect import RPC_TIMEOUT, call
-from jobservice.cli.jobctl.render import JobView, job_json, status_line
+from jobservice.cli.jobctl.render import job_json, status_line
 
 if TYPE_CHECKING:
     from jobservice.api.v1.jobservice_grpc import JobServiceStub
+    from jobservice.core.model import JobInfo
 
 __all__ = ["PlainStatus", "job_status", "parse_plain", "show_status"]
 
@@ -104,11 +105,11 @@ def _path_click_accepts(value: str) -> bool:
     return not stat.S_ISDIR(mode) and os.access(value, os.R_OK)
 
 
-async def job_status(stub: JobServiceStub, job_id: int) -> JobView:
-    from jobservice.api.v1 import jobservice_pb2 as pb  # noqa: PLC0415 (docs/cli.md)
+async def job_status(stub: JobServiceStub, job_id: int) -> JobInfo:
+    from jobservice.api import pb, status_to_info  # noqa: PLC0415 (docs/cli.md)
 
     response = await stub.Status(pb.StatusRequest(job_id=job_id), timeout=RPC_TIMEOUT)
-    return JobView.from_message(response.status)
+    return status_to_info(response.status)
 
 
 def show_status(settings: Settings, job_id: int, *, as_json: bool) -> int:

@@ -20,12 +20,12 @@ from jobservice.cli.jobctl.params import (
     stream_options,
 )
 from jobservice.cli.jobctl.plain_status import job_status
-from jobservice.cli.jobctl.render import JobView
 from jobservice.cli.jobctl.start import StartArgs, start_job
 from jobservice.cli.jobctl.stop import stop_job
 
 if TYPE_CHECKING:
     from jobservice.api.v1.jobservice_grpc import JobServiceStub
+    from jobservice.core.model import JobInfo
 
 __all__ = ["command"]
 
@@ -62,7 +62,7 @@ class _Interrupts:
         wanted = [signal.Signals[name] for name in _FORWARDED]
         self._signals = [s for s in wanted if signal.getsignal(s) is not signal.SIG_IGN]
         self.caught: int | None = None
-        self.task: asyncio.Future[JobView | None] | None = None
+        self.task: asyncio.Future[JobInfo | None] | None = None
 
     def __enter__(self) -> _Interrupts:
         for signum in self._signals:
@@ -83,7 +83,7 @@ class _Interrupts:
 async def _run(stub: JobServiceStub, spec: StartArgs, streams: str, server: str) -> int:
     import asyncio
 
-    final: JobView | None = None
+    final: JobInfo | None = None
     with _Interrupts() as interrupts:
         job = await start_job(stub, spec)
         if interrupts.caught is None:
@@ -101,11 +101,11 @@ async def _run(stub: JobServiceStub, spec: StartArgs, streams: str, server: str)
     return await _exit_status(stub, job.id, final)
 
 
-async def _exit_status(stub: JobServiceStub, job_id: int, final: JobView | None) -> int:
+async def _exit_status(stub: JobServiceStub, job_id: int, final: JobInfo | None) -> int:
     if final is None:  # the stream always ends with the final status; be safe if it did not
         final = await job_status(stub, job_id)
     warn_if_truncated(final)
-    return final.shell_code or 0
+    return 0 if final.exit is None else final.exit.shell_code
 
 
 @click.command("run", context_settings={"allow_interspersed_args": False})

@@ -16,11 +16,12 @@ import click
 from jobservice.cli.jobctl.config import settings_of
 from jobservice.cli.jobctl.connect import RPC_TIMEOUT, call
 from jobservice.cli.jobctl.params import env_dir_options, limit_options, limits_of
-from jobservice.cli.jobctl.render import JobView, job_json
+from jobservice.cli.jobctl.render import job_json
 from jobservice.core.model import NO_LIMITS, JobLimits
 
 if TYPE_CHECKING:
     from jobservice.api.v1.jobservice_grpc import JobServiceStub
+    from jobservice.core.model import JobInfo
 
 __all__ = ["StartArgs", "command", "start_job"]
 
@@ -69,9 +70,9 @@ class StartArgs:
         )
 
 
-async def start_job(stub: JobServiceStub, spec: StartArgs) -> JobView:
+async def start_job(stub: JobServiceStub, spec: StartArgs) -> JobInfo:
     """Start the job; its status right after starting."""
-    from jobservice.api.v1 import jobservice_pb2 as pb
+    from jobservice.api import pb, status_to_info
 
     request = pb.StartRequest(
         command=spec.command,
@@ -90,9 +91,7 @@ async def start_job(stub: JobServiceStub, spec: StartArgs) -> JobView:
     if limits.timeout is not None:
         request.limits.timeout_seconds = limits.timeout
     response = await stub.Start(request, timeout=RPC_TIMEOUT)
-    if response.HasField("status"):
-        return JobView.from_message(response.status)
-    return JobView(response.job_id, "", spec.command, spec.args, spec.dir, running=True)
+    return status_to_info(response.status)
 
 
 @click.command("start", context_settings={"allow_interspersed_args": False})
@@ -132,7 +131,7 @@ def command(
     spec = StartArgs.build(cmd, args, envs, directory, argv, limits=limits_of(limits), node=node)
     settings = settings_of(ctx)
 
-    async def body(stub: JobServiceStub) -> JobView:
+    async def body(stub: JobServiceStub) -> JobInfo:
         return await start_job(stub, spec)
 
     job = call(settings, body)
