@@ -270,6 +270,43 @@ async def read_output(
     return Output(chunks, final)
 
 
+async def following(
+    stub: JobServiceStub,
+    job_id: int,
+    streams: pb.OutputSelection.ValueType = pb.OUTPUT_SELECTION_ALL,
+    offset: int = 0,
+) -> asyncio.Task[Output]:
+    """A task following a job's Output to its end, returned once jobd has accepted the stream.
+
+    jobd sends a stream's headers as soon as it accepts it: that is the readiness signal that
+    the follower is live, where a sleep would only make it likely.
+    """
+    accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def follow() -> Output:
+        chunks: list[pb.OutputChunk] = []
+        final = None
+        async with stub.Output.open() as stream:
+            request = pb.OutputRequest(job_id=job_id, streams=streams, offset=offset)
+            await stream.send_message(request, end=True)
+            await stream.recv_initial_metadata()
+            accepted.set_result(None)
+            async for response in stream:
+                if response.HasField("chunk"):
+                    chunks.append(response.chunk)
+                else:
+                    final = response.final_status
+        return Output(chunks, final)
+
+    task = asyncio.create_task(follow())
+    waiters: list[asyncio.Future[object]] = [accepted, task]  # type: ignore[list-item]
+    await asyncio.wait(waiters, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()  # raises what went wrong
+    assert accepted.done(), "jobd did not accept the Output stream within 10 s"
+    return task
+
+
 async def first_line_number(stub: JobServiceStub, job_id: int) -> int:
     """The number a job printed as its first line (a pid, from `echo $$`), read live."""
     async with stub.Output.open() as stream:

@@ -177,7 +177,8 @@ async def test_clients_that_vanish_mid_stream_leave_nothing_behind(
     alice = await connect(server, "alice")
     ticker = "while :; do echo tick; sleep 0.05; done"
     job_id = (await alice.Start(pb.StartRequest(command="sh", args=["-c", ticker]))).job_id
-    await asyncio.sleep(0.2)
+    while not (await alice.Status(pb.StatusRequest(job_id=job_id))).status.output_bytes:
+        await asyncio.sleep(0.02)  # until its first tick is in its log: settled, the baseline
     fds, rss = fd_count(server.pid), rss_kib(server.pid)
     after: list[int] = []
     for _ in range(rounds):
@@ -193,7 +194,7 @@ async def test_clients_that_vanish_mid_stream_leave_nothing_behind(
     assert after[0] < clients * 250
     # ...and reused by them: more rounds of the same load do not grow jobd.
     assert after[-1] - after[0] < 16 * 1024
-    server.wait_for_log(r"audit user=alice rpc=Output job=0 result=CANCELLED")
+    await server.logged(r"audit user=alice rpc=Output job=0 result=CANCELLED")
     status = (await alice.Stop(pb.StopRequest(job_id=job_id))).status  # still serving
     assert status.signal == signal.SIGTERM
 

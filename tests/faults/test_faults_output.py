@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from grpclib.const import Status
 from hostilehelp import launch, rss_kib, wait_until
-from jobdhelp import Connect, Jobd, JobdLauncher, read_output, status_of
+from jobdhelp import Connect, Jobd, JobdLauncher, following, read_output, status_of
 
 from jobservice.api import JobServiceStub
 from jobservice.api.v1 import jobservice_pb2 as pb
@@ -54,8 +54,7 @@ async def one_run(
             await asyncio.sleep(0.05)
 
     sampler = asyncio.create_task(sample())
-    follower = asyncio.create_task(read_output(alice, job_id, pb.OUTPUT_SELECTION_ALL))
-    await asyncio.sleep(0.1)
+    follower = await following(alice, job_id)  # live before the job writes its first byte
     began = time.monotonic()
     go.touch()
     output = await asyncio.wait_for(follower, 120)
@@ -70,15 +69,16 @@ async def one_run(
 
 
 @pytest.mark.parametrize(
-    "size",
+    ("size", "timed"),
     [
-        pytest.param(256 * MIB, id="256MiB"),
-        pytest.param(1024 * MIB, id="1GiB", marks=pytest.mark.soak),
+        pytest.param(256 * MIB, False, id="256MiB"),
+        pytest.param(1024 * MIB, True, id="1GiB", marks=pytest.mark.soak),
     ],
 )
 async def test_a_follower_that_never_reads_slows_nobody_and_costs_no_memory(
-    jobd_launcher: JobdLauncher, connect: Connect, tmp_path: Path, size: int
+    jobd_launcher: JobdLauncher, connect: Connect, tmp_path: Path, size: int, timed: bool
 ) -> None:
+    """Everything arrives and jobd's memory stays flat; `timed` (soak) also compares speeds."""
     server = jobd_launcher.start()
     alice, stalled = await connect(server, "alice"), await connect(server, "alice")
     go = tmp_path / "go"
@@ -89,8 +89,9 @@ async def test_a_follower_that_never_reads_slows_nobody_and_costs_no_memory(
         f"stalled follower; live follower {follower_alone:.2f} s / {follower_stalled:.2f} s; "
         f"jobd peak RSS +{peak // 1024} MiB"
     )
-    assert job_stalled < 1.5 * job_alone + 1.0, "the job was slowed by the stalled follower"
-    assert follower_stalled < 1.5 * follower_alone + 1.0, "the live follower was slowed"
+    if timed:  # wall-clock ratios: the soak tier's, never the default suite's
+        assert job_stalled < 1.5 * job_alone + 1.0, "the job was slowed by the stalled follower"
+        assert follower_stalled < 1.5 * follower_alone + 1.0, "the live follower was slowed"
     assert peak < 64 * 1024, f"jobd grew by {peak} KiB while {size} bytes went through it"
 
 
@@ -105,7 +106,7 @@ async def test_the_output_quota_keeps_the_start_and_lets_the_job_run_on(
     assert output.final.exit_code == 0, "the job ran to its end: output is drained, not blocked"
     assert output.final.output_truncated
     assert output.final.output_bytes == MIB == len(output.data())
-    server.wait_for_log(rf"{job_id}\.log: output limit of {MIB} bytes reached; further output")
+    await server.logged(rf"{job_id}\.log: output limit of {MIB} bytes reached; further output")
     next_job = await start(alice, "echo fine")  # and the server serves on
     assert (await read_output(alice, next_job)).data() == b"fine\n"
 
@@ -127,7 +128,7 @@ async def test_a_full_disk_mid_job_truncates_that_output_and_jobd_lives(
     assert output.final.output_truncated
     assert 0 < len(output.data()) < MIB
     # A write cut short by the limit reads as ENOSPC; one wholly past it fails with EFBIG.
-    server.wait_for_log(
+    await server.logged(
         rf"{job_id}\.log: cannot write output: (No space left on device|File too large)"
     )
     assert server.process.poll() is None, "jobd survived (a write past the limit is EFBIG)"
@@ -147,7 +148,7 @@ async def test_a_full_disk_at_start_is_unavailable_and_heals(
         status, text = await status_of(alice.Start(pb.StartRequest(command="echo", args=["x"])))
         assert status is Status.UNAVAILABLE
         assert text == "cannot create the job's output log: File too large"
-    server.wait_for_log(r"answered UNAVAILABLE: cannot create the job's output log")
+    await server.logged(r"answered UNAVAILABLE: cannot create the job's output log")
     # The disk has room again: starts work, and the failed ones used up no id and left no file.
     unlimited = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
     resource.prlimit(server.pid, resource.RLIMIT_FSIZE, unlimited)
@@ -161,9 +162,7 @@ async def test_a_background_child_holding_the_pipe_does_not_hold_the_stream(
 ) -> None:
     alice = await connect(jobd, "alice")
     job_id = await start(alice, "sleep 30 & echo $!; echo main done")
-    began = time.monotonic()
-    output = await asyncio.wait_for(read_output(alice, job_id), 10)
-    assert time.monotonic() - began < 5
+    output = await asyncio.wait_for(read_output(alice, job_id), 20)  # not the child's 30 s
     assert output.final is not None
     assert output.final.exit_code == 0
     child, done = output.data().split(b"\n")[:2]
@@ -182,13 +181,11 @@ async def test_a_child_that_escaped_the_job_cannot_hold_the_stream_open(
     job_id = await start(alice, escape)
     escaped = None
     try:
-        began = time.monotonic()
-        output = await asyncio.wait_for(read_output(alice, job_id), 15)
+        output = await asyncio.wait_for(read_output(alice, job_id), 20)  # not the child's 30 s
         escaped = int(output.data().split(b"\n")[0])
-        assert time.monotonic() - began < 6
         assert output.final is not None
         assert output.final.exit_code == 0
-        jobd.wait_for_log(rf"job {job_id}: .*still open .*after the job ended; closing")
+        await jobd.logged(rf"job {job_id}: .*still open .*after the job ended; closing")
     finally:
         if escaped is not None:  # our job's descendant: gone from the job, so ours to end
             with contextlib.suppress(ProcessLookupError):

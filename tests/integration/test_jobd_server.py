@@ -22,6 +22,7 @@ from jobdhelp import (
     JobdLauncher,
     credentials,
     first_line_number,
+    following,
     jobd_command,
     read_output,
     status_of,
@@ -70,15 +71,12 @@ async def test_shutdown_stops_jobs_ends_streams_and_exits_0(
     ).job_id
     pid = await job_pid(connect, server, job_id)
     assert pid_exists(pid)
-    follower = asyncio.create_task(read_output(alice, job_id))
-    await asyncio.sleep(0.2)  # the stream is open and waiting for live output
-    began = time.monotonic()
+    follower = await following(alice, job_id)  # the stream is open, waiting for live output
     os.kill(server.pid, signum)
     output = await asyncio.wait_for(follower, 15)
     assert output.final is not None, "the stream ends with the job's final status"
     assert output.final.signal == signal.SIGTERM  # the normal stop procedure, not a SIGKILL
     assert server.process.wait(15) == 0
-    assert time.monotonic() - began < 10
     assert wait_gone(pid), f"job process {pid} outlived jobd"
     assert "Traceback" not in server.log
 
@@ -92,7 +90,7 @@ async def test_new_calls_during_shutdown_are_unavailable(
     job_id = (await alice.Start(pb.StartRequest(command="sh", args=["-c", script]))).job_id
     pid = await job_pid(connect, server, job_id)
     os.kill(server.pid, signal.SIGTERM)
-    server.wait_for_log("shutting down")
+    await server.logged("shutting down")
     status, text = await status_of(alice.Status(pb.StatusRequest(job_id=job_id)))
     assert (status, text) == (Status.UNAVAILABLE, "the server is shutting down")
     assert server.process.wait(15) == 0  # the job ignored SIGTERM: SIGKILL after the grace
@@ -114,7 +112,7 @@ async def test_every_call_leaves_an_audit_line(jobd: Jobd, connect: Connect) -> 
         "audit user=bob rpc=List job=- result=OK",
     ]
     for line in expected:
-        jobd.wait_for_log(re.escape(line) + r" peer=127\.0\.0\.1:\d+ ms=[\d.]+")
+        await jobd.logged(re.escape(line) + r" peer=127\.0\.0\.1:\d+ ms=[\d.]+")
 
 
 def test_refuses_to_start_when_the_port_is_taken(
@@ -172,7 +170,7 @@ def test_a_client_that_never_handshakes_is_dropped(jobd_launcher: JobdLauncher) 
         except ConnectionResetError:
             data = b""
         assert data == b""  # closed by the server, not by our timeout
-        assert 0.3 < time.monotonic() - began < 5
+        assert time.monotonic() - began > 0.3  # at the deadline, not before (timeout=10 bounds)
 
 
 def test_pki_init_writes_a_usable_pki(tmp_path: Path) -> None:
@@ -211,7 +209,7 @@ async def test_connections_over_the_limit_are_refused(
     with pytest.raises(ConnectError) as refused:
         await connect_alice()
     assert refused.value.reason is ConnectFailure.REJECTED
-    server.wait_for_log(r"connection limit \(1\) reached")
+    await server.logged(r"connection limit \(1\) reached")
     await close_channel(first)
     for _ in range(100):  # the server notices the close a moment later
         with contextlib.suppress(ConnectError):

@@ -30,7 +30,7 @@ async def test_a_command_name_cannot_forge_audit_lines(
     alice = await connect(shared_jobd, "alice")
     job_id = (await alice.Start(pb.StartRequest(command=str(command)))).job_id
     assert (await read_output(alice, job_id)).data() == b"ran\n"
-    shared_jobd.wait_for_log(rf"job {job_id} started by alice")
+    await shared_jobd.logged(rf"job {job_id} started by alice")
     log = shared_jobd.log
     assert "\x1b" not in log
     assert not any(line.startswith(FORGED) for line in log.splitlines())

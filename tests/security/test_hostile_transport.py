@@ -13,6 +13,7 @@ import socket
 import time
 from pathlib import Path
 
+import grpclib.client
 import pytest
 from grpclib.const import Status
 from h2.errors import ErrorCodes
@@ -27,6 +28,7 @@ from hostilehelp import (
 )
 from jobdhelp import Connect, JobdLauncher, credentials, read_output, status_of
 
+from jobservice._upstream.grpclib_h2 import channel_protocol
 from jobservice.api import ConnectError, ConnectFailure, close_channel, open_channel
 from jobservice.api.h2guard import RESET_BURST
 from jobservice.api.server import JobServer, ServerConfig
@@ -54,10 +56,10 @@ async def test_an_idle_connection_is_closed_with_goaway(
     silent_reader, _ = await tls_connect(server.target, creds)  # TLS only, not one HTTP/2 byte
     assert await raw.until_closed(10)
     assert await read_until_eof(silent_reader, 10)
-    assert 0.8 < time.monotonic() - began < 5
-    assert raw.goaway is not None
+    assert time.monotonic() - began > 0.8  # not before the idle timeout (no upper bound here:
+    assert raw.goaway is not None  # a slow machine is not a failure; until_closed bounds it)
     assert raw.goaway.error_code == ErrorCodes.NO_ERROR  # an orderly close, not an error
-    server.wait_for_log(r"closing connection from 127\.0\.0\.1:\d+: no open stream for 1s")
+    await server.logged(r"closing connection from 127\.0\.0\.1:\d+: no open stream for 1s")
 
 
 async def test_an_open_stream_keeps_its_connection_and_clients_reconnect_after(
@@ -67,10 +69,14 @@ async def test_an_open_stream_keeps_its_connection_and_clients_reconnect_after(
     alice = await connect(server, "alice")
     start = pb.StartRequest(command="sh", args=["-c", "sleep 2.5; echo late"])
     job_id = (await alice.Start(start)).job_id
+    protocol = channel_protocol(alice.Status.channel)
+    assert protocol is not None
+    handler = protocol.handler
+    assert isinstance(handler, grpclib.client.Handler)
     output = await asyncio.wait_for(read_output(alice, job_id), 10)  # open 2.5 s: not idle
     assert output.data() == b"late\n"
-    server.wait_for_log(r"no open stream for 1s")  # then idle, and closed
-    await asyncio.sleep(0.2)  # (wait_for_log blocked the loop: let the client see the GOAWAY)
+    await server.logged(r"no open stream for 1s")  # then idle, and closed
+    assert await wait_until(lambda: handler.connection_lost, 5)  # the client has seen it
     # grpclib's channel opens a new connection for the next call.
     status = (await alice.Status(pb.StatusRequest(job_id=job_id))).status
     assert status.exit_code == 0
@@ -89,11 +95,11 @@ async def test_a_request_that_never_arrives_is_answered_resource_exhausted(
     began = time.monotonic()
     calls = (silent, output, partial)
     assert await raw.until(lambda: all(raw.streams[c].ended for c in calls), 10)
-    assert 0.8 < time.monotonic() - began < 5
+    assert time.monotonic() - began > 0.8  # not before the request timeout
     for call in calls:
         assert raw.streams[call].grpc_status == Status.RESOURCE_EXHAUSTED.value
         assert raw.streams[call].grpc_message == "request not received within 1 s (the limit)"
-    server.wait_for_log(r"audit user=alice rpc=Status job=- result=RESOURCE_EXHAUSTED")
+    await server.logged(r"audit user=alice rpc=Status job=- result=RESOURCE_EXHAUSTED")
     await raw.close()
 
 
@@ -127,13 +133,14 @@ async def test_stalling_clients_cannot_hold_the_connection_places(
     stalled_call = await RawH2.open(server.target, creds)
     stalled_call.request("Status")
     await stalled_call.flush()
-    await asyncio.sleep(0.3)
+    # jobd took the last connection in, so the three before it (accepted in order) too.
+    await stalled_call.barrier()
     began = time.monotonic()
     with pytest.raises(ConnectError) as refused:
         await open_channel(server.target, ca=creds.ca, cert=creds.cert, key=creds.key)
     assert refused.value.reason is ConnectFailure.REJECTED
-    assert time.monotonic() - began < 0.8, "refused at once, before any TLS work"
-    server.wait_for_log(r"refused connection from 127\.0\.0\.1:\d+: connection limit \(4\)")
+    assert "reset before the TLS handshake ended" in refused.value.detail  # no TLS work done
+    await server.logged(r"refused connection from 127\.0\.0\.1:\d+: connection limit \(4\)")
     # Within the deadlines every place is given back without the stallers' help.
     channel = None
     while channel is None and time.monotonic() - began < 8:
@@ -175,9 +182,16 @@ async def test_streams_over_the_per_connection_limit_close_that_connection_only(
     assert await wait_until(lambda: len(cancelled.findall(server.log)) == 100, 5), server.log
 
 
+SOAK = pytest.mark.soak
+
+
+@pytest.mark.parametrize(
+    "timed", [pytest.param(False, id="cut-off"), pytest.param(True, id="timed", marks=SOAK)]
+)
 async def test_a_rapid_reset_flood_is_cut_off(
-    jobd_launcher: JobdLauncher, pki: Path, connect: Connect
+    jobd_launcher: JobdLauncher, pki: Path, connect: Connect, timed: bool
 ) -> None:
+    """The flooder gets GOAWAY; `timed` (soak tier) also bounds others' latency and jobd's RSS."""
     server = jobd_launcher.start()
     job_id = await start(connect, server, "sleep", "30")
     bob = await connect(server, "bob")
@@ -204,14 +218,17 @@ async def test_a_rapid_reset_flood_is_cut_off(
         await raw.flush()
         await raw.pump(0.001)
     await raw.until_closed(5)
-    await asyncio.sleep(0.5)
+    if timed:
+        await asyncio.sleep(0.5)  # let the prober measure after the cut-off too
     prober.cancel()
     assert raw.goaway is not None, f"no GOAWAY after {sent} resets"
     assert raw.goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
     assert sent < 5000
-    assert max(latencies) < 1.0, "other clients were not slowed"
-    assert rss_kib(server.pid) - baseline < 32 * 1024
-    server.wait_for_log(r"closing connection from .* \(user alice\): more than 200 streams reset")
+    assert latencies, "other clients were served during the flood"
+    if timed:
+        assert max(latencies) < 1.0, "other clients were not slowed"
+        assert rss_kib(server.pid) - baseline < 32 * 1024
+    await server.logged(r"closing connection from .* \(user alice\): more than 200 streams reset")
 
 
 async def test_cancelling_calls_at_a_normal_pace_is_not_an_attack(
@@ -268,9 +285,9 @@ async def test_connections_per_user_are_limited(
     with pytest.raises(ConnectError) as refused:
         await connect(server, "alice")
     assert refused.value.reason is ConnectFailure.REJECTED
-    server.wait_for_log(r"user alice has 2 connections open \(the per-user limit\)")
+    await server.logged(r"user alice has 2 connections open \(the per-user limit\)")
     bob = await connect(server, "bob")  # the limit is per user
-    assert (await bob.List(pb.ListRequest())).jobs is not None
+    assert list((await bob.List(pb.ListRequest())).jobs) == []
 
 
 async def test_output_streams_per_user_are_limited(
@@ -316,14 +333,13 @@ async def test_failed_handshakes_leave_nothing_behind(pki: Path, tmp_path: Path)
                 _, writer = await asyncio.open_connection(host, port)
                 writer.write(payload)
                 writer.close()
-        await asyncio.sleep(1.0)  # past the handshake timeout
+        # Each failed handshake ends (the silent ones at the 0.5 s deadline) and is forgotten.
+        assert await wait_until(lambda: not grpc.handshakes, 10), grpc.handshakes
         creds = credentials(pki, "alice")
         channel = await open_channel(f"{host}:{port}", ca=creds.ca, cert=creds.cert, key=creds.key)
         await close_channel(channel)
-        await asyncio.sleep(0.2)
+        assert await wait_until(lambda: not grpc.connections, 5)
         grpc.__gc_collect__()
-        assert not grpc.handshakes
-        assert not grpc.connections
         assert len(grpc._handlers) <= 1, f"{len(grpc._handlers)} handlers kept"
     finally:
         await server.shutdown()

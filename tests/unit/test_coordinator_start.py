@@ -7,6 +7,7 @@ import gc
 import json
 import stat
 import subprocess
+import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -270,20 +271,23 @@ def slow_disk(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(OutputLog, "__init__", slow)
 
 
-@pytest.mark.usefixtures("slow_disk")
-async def test_a_slow_disk_does_not_hold_up_the_event_loop(coord: JobCoordinator) -> None:
-    ticks = 0
+async def test_a_slow_disk_does_not_hold_up_the_event_loop(
+    coord: JobCoordinator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Creating the log file waits until the event loop has run something else meanwhile: if
+    # the coordinator created it on the loop's thread, that could never happen.
+    loop_ran = threading.Event()
+    real = OutputLog.__init__
 
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0.01)
+    def waits_for_the_loop(self: OutputLog, path: Path, max_bytes: int = 0) -> None:
+        assert loop_ran.wait(10), "the event loop was held while the log file was created"
+        real(self, path, max_bytes)
 
-    task = asyncio.create_task(ticker())
-    await coord.start("a", "true")
-    task.cancel()
-    assert ticks >= 10  # the loop ran on while the file was created
+    monkeypatch.setattr(OutputLog, "__init__", waits_for_the_loop)
+    starting = asyncio.create_task(coord.start("a", "true"))
+    await asyncio.sleep(0)  # the start is under way (and, if it blocks, blocks here)
+    loop_ran.set()
+    assert await asyncio.wait_for(starting, 20) == 0
 
 
 @pytest.mark.usefixtures("slow_disk")
