@@ -11,6 +11,7 @@ import threading
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 from corehelp import PYTHON, collect, joined, python_job
@@ -279,9 +280,9 @@ async def test_a_slow_disk_does_not_hold_up_the_event_loop(
     loop_ran = threading.Event()
     real = OutputLog.__init__
 
-    def waits_for_the_loop(self: OutputLog, path: Path, max_bytes: int = 0) -> None:
+    def waits_for_the_loop(self: OutputLog, *args: Any, **kwargs: Any) -> None:
         assert loop_ran.wait(10), "the event loop was held while the log file was created"
-        real(self, path, max_bytes)
+        real(self, *args, **kwargs)
 
     monkeypatch.setattr(OutputLog, "__init__", waits_for_the_loop)
     starting = asyncio.create_task(coord.start("a", "true"))
