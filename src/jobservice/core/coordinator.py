@@ -177,7 +177,7 @@ class JobCoordinator:
         process = job.process
         record = JobRecord(
             info=job.info(),
-            output_path=str(self._log_path(job.id).relative_to(self._data_dir)),
+            output_path=f"{self._logs.name}/{job.id}.log",  # relative to the data directory
             env_names=tuple(spec.env),
             leader=leader_of(process.pid, (process.stdout_fd, process.stderr_fd)),
         )
@@ -190,15 +190,14 @@ class JobCoordinator:
                 self._janitor.usage.remove(job.owner, job.output.size)
             raise SpawnFailed(f"cannot record the job: {exc}") from None
 
-    async def _record_end(self, info: JobInfo) -> None:
+    def _record_end(self, info: JobInfo) -> asyncio.Future[None]:
         """Make a job's end durable before it shows (Job's `before_end`)."""
         assert self._journal is not None
         job = self._jobs.get(info.id)
         size = job.output.size if job is not None else 0
-        try:
-            await self._journal.write(Ended(info, size))
-        except Exception as exc:  # it shows as ended all the same; a restart will say lost
-            log.error("job %d: cannot record its end: %s", info.id, exc)
+        done = self._journal.submit(Ended(info, size))
+        done.add_done_callback(functools.partial(_log_end_failure, info.id))
+        return done
 
     async def _spawn(
         self, job_id: int, owner: str, spec: JobSpec, limits: JobLimits, run_as: Account | None
@@ -413,6 +412,12 @@ def check_job_limits(limits: JobLimits) -> None:
         raise InvalidRequest("pids limit must be at least 1")
     if limits.timeout is not None and not limits.timeout > 0:
         raise InvalidRequest("timeout must be positive")
+
+
+def _log_end_failure(job_id: int, done: asyncio.Future[None]) -> None:
+    """The job shows as ended all the same; a restart will say it was lost."""
+    if not done.cancelled() and done.exception() is not None:
+        log.error("job %d: cannot record its end: %s", job_id, done.exception())
 
 
 def _discard(output: OutputLog) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from jobservice.core.confine.base import JobCgroup
@@ -28,9 +28,9 @@ _READS_PER_WAKEUP = 4
 
 log = logging.getLogger("jobservice.core")
 
-# Called with a job's final record once it is over; the job shows as ended only after it returns
-# (the coordinator makes the record durable there). It must not raise.
-BeforeEnd = Callable[[JobInfo], Awaitable[None]]
+# Called with a job's final record once it is over; the job shows as ended only once the future
+# it returns is done (the coordinator makes the record durable meanwhile), however it ends.
+BeforeEnd = Callable[[JobInfo], "asyncio.Future[None]"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +210,11 @@ class Job:
             self._ending = self._loop.create_future()
             self._end()
             return
-        self._ending = asyncio.ensure_future(self._wind_up(cgroup))
+        if cgroup is None and self._before_end is not None:
+            # No cgroup to remove first: wait on the record's future itself, no Task.
+            self._ending = self._before_end(self._snapshot(JobState.EXITED))
+        else:
+            self._ending = asyncio.ensure_future(self._wind_up(cgroup))
         self._ending.add_done_callback(lambda _: self._end())
 
     async def _wind_up(self, cgroup: JobCgroup | None) -> None:

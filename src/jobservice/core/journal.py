@@ -37,11 +37,15 @@ class Journal:
 
     async def write(self, change: Change) -> None:
         """Queue `change` and wait for its commit; raises what the store raised."""
+        await asyncio.shield(self.submit(change))  # a cancelled caller does not undo a change
+
+    def submit(self, change: Change) -> asyncio.Future[None]:
+        """Queue `change`; the future is done once it is committed (or the commit failed)."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         self._ensure_thread()
         self._queue.put((change, done, loop))
-        await asyncio.shield(done)  # a cancelled caller does not undo a queued change
+        return done
 
     def write_now(self, changes: Sequence[Change]) -> None:
         """Apply `changes` in the caller's thread (start-up, before any writer runs)."""
@@ -87,16 +91,21 @@ class Journal:
         except Exception as exc:  # the callers decide; the thread goes on with the next batch
             log.error("job store write failed: %s", exc)
             error = exc
+        # One wake-up of each waiting loop per batch, not one per change.
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
         for _, done, loop in batch:
+            by_loop.setdefault(loop, []).append(done)
+        for loop, futures in by_loop.items():
             # RuntimeError: that loop is closed, so nobody waits any more.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, done, error)
+                loop.call_soon_threadsafe(_settle, futures, error)
 
 
-def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
-    if done.done():
-        return
-    if error is None:
-        done.set_result(None)
-    else:
-        done.set_exception(error)
+def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for done in futures:
+        if done.done():
+            continue
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)

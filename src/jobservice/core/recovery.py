@@ -12,6 +12,7 @@ confinement backend kills the job's cgroup by id), tried before the process-grou
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import select
@@ -32,7 +33,9 @@ CgroupKiller = Callable[[int], bool]
 _DEATH_WAIT = 10.0
 
 
+@functools.cache
 def boot_id() -> str:
+    """This boot's id (read once: it changes only with a reboot, and a start reads it)."""
     with open("/proc/sys/kernel/random/boot_id") as f:
         return f.read().strip()
 
