@@ -25,12 +25,9 @@ _SPAWNS = 300
 def run(ctx: Context) -> Section:
     n = ctx.scale.start_jobs
     section = Section("confinement", f"Confinement: {n} x /bin/true per run, with and without")
-    policy = ctx.ws.root / "policy-as-root.toml"
-    policy.write_text(
-        '[users.alice]\ngrants = [{ entity = "self", role = "task-manager" }]\nrun_as = "root"\n'
-    )
-    plain = Jobd.start(ctx.ws, "unconfined", "--confine", "off", "--policy", str(policy))
-    confined = Jobd.start(ctx.ws, "confined")
+    as_root, as_nobody = ctx.ws.policy(run_as="root"), ctx.ws.policy(run_as=None)
+    plain = Jobd.start(ctx.ws, "unconfined", "--confine", "off", "--policy", str(as_root))
+    confined = Jobd.start(ctx.ws, "confined", "--policy", str(as_nobody))
     try:
         idle = {"plain": _settled(plain), "confined": _settled(confined)}
         cpu: dict[str, list[float]] = {"plain": [], "confined": []}

@@ -141,6 +141,20 @@ class Workspace:
     def pki(self) -> Path:
         return self.root / "pki"
 
+    def policy(self, run_as: str | None) -> Path:
+        """A policy file: alice as task manager, her jobs run as `run_as` (jobd's default: None).
+
+        The measurements run jobs as root, named in the policy, as before jobs had accounts of
+        their own: the latency printer is this venv's Python, which may sit where nobody can
+        read it (/root). bench/confinement.py measures jobs run as nobody.
+        """
+        path = self.root / f"policy-{run_as or 'default'}.toml"
+        line = f'run_as = "{run_as}"\n' if run_as else ""
+        path.write_text(
+            f'[users.{USER}]\ngrants = [{{ entity = "self", role = "task-manager" }}]\n{line}'
+        )
+        return path
+
     def creds(self, who: str = USER) -> tuple[Path, Path, Path]:
         """(ca, cert, key) of `who` ("server" for the server's)."""
         return self.pki / "ca.pem", self.pki / f"{who}.pem", self.pki / f"{who}.key"
@@ -174,6 +188,8 @@ class Jobd:
         ca, cert, key = ws.creds("server")
         args = [tool("jobd"), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data)]
         args += ["--ca", str(ca), "--cert", str(cert), "--key", str(key), *extra]
+        if "--policy" not in extra:
+            args += ["--policy", str(ws.policy(run_as="root"))]
         with log_path.open("wb") as log:
             proc = PROCS.popen(args, stdout=log, stderr=log, env=child_env(ws))
         jobd = cls(proc, "", data, log_path, ws)

@@ -163,7 +163,7 @@ def test_jobctl_says_why_a_job_was_killed(confined_jobd: Jobd, pki: Path, tmp_pa
 
 
 async def test_limits_on_an_unconfined_server_are_failed_precondition(
-    jobd_launcher: JobdLauncher, connect: Connect
+    jobd_launcher: JobdLauncher, connect: Connect, pki: Path, tmp_path: Path
 ) -> None:
     server = jobd_launcher.start("--confine=off")
     server.wait_for_log(r"confinement: none \(--confine off\)")
@@ -174,6 +174,9 @@ async def test_limits_on_an_unconfined_server_are_failed_precondition(
     assert "unconfined" in message
     final = await _run(alice, "true", limits=pb.ResourceLimits(timeout_seconds=30))
     assert final.unconfined
+    refused = Jobctl(server.target, pki, tmp_path)("start", "--memory", "64M", "--", "true")
+    assert refused.code == 1
+    assert refused.stderr.startswith("Cannot start: this server runs jobs unconfined")
 
 
 def test_run_as_root_on_the_command_line_is_refused(jobd_launcher: JobdLauncher) -> None:

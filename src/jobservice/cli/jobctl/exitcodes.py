@@ -50,6 +50,8 @@ _CHECK_CERT = "Is your certificate signed by the CA the server trusts, and still
 TABLE: dict[str, Row] = {
     "grpc:NOT_FOUND": Row(ExitCode.NOT_FOUND, "Job '{job}' not found."),
     "grpc:FAILED_PRECONDITION": Row(ExitCode.NOT_RUNNING, "Job '{job}' is not running."),
+    # Start's only precondition: limits need a server that confines jobs.
+    "grpc:FAILED_PRECONDITION:start": Row(ExitCode.NOT_RUNNING, "Cannot start: {detail}."),
     "grpc:PERMISSION_DENIED": Row(ExitCode.PERMISSION_DENIED, "Permission denied: {detail}."),
     "grpc:UNAUTHENTICATED": Row(
         ExitCode.PERMISSION_DENIED, "The server does not accept your certificate: {detail}."
@@ -124,5 +126,7 @@ def from_exception(exc: BaseException, *, server: str, job: int | None = None) -
     if isinstance(exc, CliError):
         return exc
     key, detail = _key(exc)
+    if key == "grpc:FAILED_PRECONDITION" and job is None:
+        key = "grpc:FAILED_PRECONDITION:start"  # no job yet: the server says what is missing
     row = TABLE.get(key) or TABLE[key.split(":")[0] + ":*"]
     return _fill(row, job=job, server=server, detail=detail)
