@@ -34,6 +34,7 @@ MEASUREMENTS = (
     "oneshot",
     "memory",
     "confinement",
+    "cluster",
 )
 
 
