@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from bench.harness import (
 )
 from bench.latency import _GAP, _jobservice
 from bench.memory import _settled
+from bench.sshd import _free_port
 from bench.startrate import starts
 from bench.throughput import _make_job
 from jobservice.cluster.natsconf import ServerPlan, server_config
@@ -140,13 +140,6 @@ def _wait_for(log: Path, pattern: str) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{log.name}: no {pattern!r}:\n{log.read_text(errors='replace')}")
         time.sleep(0.05)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _settled_agent(agent: _Agent) -> float:

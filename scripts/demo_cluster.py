@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from demo import SESSION, Step, _banner
+from demo import SESSION, Step, _banner, _stop_jobd
 
 __all__ = ["main"]
 
@@ -80,14 +80,7 @@ class Cluster:
     def stop_all(self) -> None:
         """SIGTERM by pid, fronts first, then agents, then servers; SIGKILL after 20 s."""
         for name in sorted(self.processes, key=_stop_order):
-            process = self.processes[name]
-            if process.poll() is None:
-                os.kill(process.pid, signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait()
+            _stop_jobd(self.processes[name])  # as for jobd: SIGTERM by pid, then SIGKILL
         self.processes.clear()
 
 

@@ -16,7 +16,8 @@ from jobservice.cli.jobd.serve import (
     default_data_dir,
     nats_options,
 )
-from jobservice.core import Limits
+from jobservice.core import ConfinementUnavailable, Limits
+from jobservice.core.confine import Confinement, ConfineMode, detect, root_name
 
 if TYPE_CHECKING:
     from jobservice.cluster.connect import NatsSettings
@@ -78,6 +79,19 @@ log = logging.getLogger("jobservice.jobd")
     type=click.IntRange(min=0),
     help="Running jobs one user may have on this node (0: no limit).",
 )
+@click.option(
+    "--confine",
+    type=click.Choice([m.value for m in ConfineMode]),
+    default=ConfineMode.AUTO.value,
+    show_default=True,
+    help="Run each job in its own cgroup: when the host allows (auto), always (required), "
+    "or never (off); as for jobd serve. Limits and run-as come with each start request.",
+)
+@click.option(
+    "--cgroup-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A delegated cgroup v2 group to put jobs under (as for jobd serve).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def agent(
     *,
@@ -91,6 +105,8 @@ def agent(
     stop_grace: float,
     max_jobs: int,
     max_jobs_per_user: int,
+    confine: str,
+    cgroup_root: Path | None,
     verbose: bool,
 ) -> None:
     """Run the cluster's jobs on this host: take start requests from NATS, publish output.
@@ -116,11 +132,36 @@ def agent(
         raise click.BadParameter(str(exc)) from None
     settings = NatsSettings(servers, ca, cert, key, replicas)
     limits = Limits(max_running_jobs=max_jobs, max_running_jobs_per_owner=max_jobs_per_user)
-    asyncio.run(_run(settings, name, data_dir or default_data_dir(), stop_grace, limits))
+    data_dir = data_dir or default_data_dir()
+    try:
+        confinement, reason = detect(ConfineMode(confine), root_name(data_dir), cgroup_root)
+    except ConfinementUnavailable as exc:
+        raise click.ClickException(f"refusing to start (--confine required): {exc}") from None
+    if reason is not None:
+        log.warning("confinement: none (%s): jobs run unconfined, without limits", reason)
+    try:
+        asyncio.run(
+            _run(
+                settings,
+                name,
+                data_dir=data_dir,
+                stop_grace=stop_grace,
+                limits=limits,
+                confinement=confinement,
+            )
+        )
+    finally:
+        confinement.close()
 
 
 async def _run(
-    settings: NatsSettings, name: str, data_dir: Path, stop_grace: float, limits: Limits
+    settings: NatsSettings,
+    name: str,
+    *,
+    data_dir: Path,
+    stop_grace: float,
+    limits: Limits,
+    confinement: Confinement,
 ) -> None:
     from jobservice.cluster.agent import Agent  # noqa: PLC0415
     from jobservice.cluster.connect import connect  # noqa: PLC0415
@@ -134,7 +175,11 @@ async def _run(
     # The host's own records, as for jobd serve: after a crash the coordinator ends what was left
     # of the jobs it ran (and the agent then marks them Lost in the cluster).
     coordinator = JobCoordinator(
-        data_dir, stop_grace=stop_grace, limits=limits, store=_open_store(data_dir)
+        data_dir,
+        stop_grace=stop_grace,
+        limits=limits,
+        store=_open_store(data_dir),
+        confinement=confinement,
     )
     node = Agent(nc, coordinator, name, settings.replicas)
     stop = _stop_on_signals()
