@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -12,6 +13,19 @@ from jobdhelp import USERS, Connect, Jobd, JobdLauncher, credentials
 
 from jobservice.api import JobServiceStub, close_channel, open_channel
 from jobservice.security.pki import init_pki
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Children get SIGINT at its default, as from a terminal, however the suite was started.
+
+    A runner started as a background job of a script (`make test > log &`) inherits SIGINT
+    ignored, an ignored signal stays ignored across exec, and jobctl keeps an inherited
+    ignore on purpose (as any command does): its Ctrl-C test would then wait out its 60 s
+    guard. A signal Python handles is reset to its default in every child at exec.
+    """
+    del config
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
