@@ -20,8 +20,8 @@ def _collect_as_a_short_lived_program() -> None:
     h2 tables); at the default threshold the collector traverses them again and again and
     finds nothing to free, and at exit the interpreter's final collections traverse them once
     more. A high threshold keeps collection on (a long `output` stays bounded in memory) but
-    rare; freezing every object at exit lets the interpreter skip them. About 35 ms of a
-    `jobctl status` (docs/cli.md, "Cold start").
+    rare; freezing every object at exit lets the interpreter skip them (measured in
+    docs/cli.md, "Cold start").
     """
     gc.set_threshold(PROGRAM_GC_THRESHOLD)
     atexit.register(gc.freeze)
