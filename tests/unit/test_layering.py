@@ -1,12 +1,13 @@
 """Which package may import which: the layers, read from every module's imports (lazy ones too).
 
 cli, bench, scripts  ->  anything below (the api through its public face only)
-api                  ->  core, security, cluster, _upstream, address, logsafe
-cluster              ->  core, security, _upstream, address, logsafe   (never api or cli)
-security             ->  _upstream, address, logsafe
-core                 ->  address, logsafe                               (nothing of gRPC)
+api                  ->  core, security, cluster, store, _upstream, neutral modules
+cluster              ->  core, security, _upstream, neutral modules   (never api or cli)
+store                ->  core (the interface it implements), neutral modules
+security             ->  _upstream, neutral modules
+core                 ->  neutral modules only                          (nothing of gRPC)
 _upstream            ->  nothing of jobservice
-address, logsafe,    ->  nothing of jobservice (standard library only)
+address, logsafe,    ->  nothing of jobservice (the neutral modules: standard library only)
 units
 """
 
