@@ -175,6 +175,7 @@ async def test_streams_over_the_per_connection_limit_close_that_connection_only(
     raw.request("Status")  # one more
     await raw.flush()
     assert await raw.until_closed(10), "the connection over its stream limit is closed"
+    await server.logged(r"closing connection from .* \(user alice\): HTTP/2 protocol error")
     assert list((await bob.List(pb.ListRequest())).jobs) == []  # others are served
     assert await wait_until(lambda: fd_count(server.pid) <= baseline, 5)
     cancelled = re.compile(r"audit user=alice rpc=Status job=- result=CANCELLED")

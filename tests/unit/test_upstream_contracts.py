@@ -159,8 +159,13 @@ def test_peer_keeps_its_transport() -> None:
 
 
 def test_events_processor_hooks_exist() -> None:
-    for name in ("register", "process_stream_reset"):
+    for name in ("register", "process_stream_reset", "close"):
         assert callable(getattr(EventsProcessor, name, None)), f"EventsProcessor.{name} is gone"
+
+
+def test_a_protocol_error_closes_the_processor_with_the_reason_watched_for() -> None:
+    source = inspect.getsource(H2Protocol.data_received)
+    assert f"self.processor.close('{grpclib_h2.PROTOCOL_ERROR_REASON}')" in source
 
 
 class _Echo:
@@ -232,4 +237,9 @@ class _Watched(H2Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        grpclib_h2.watch_streams(self, on_change=self.counts.append, on_reset=lambda: None)
+        grpclib_h2.watch_streams(
+            self,
+            on_change=self.counts.append,
+            on_reset=lambda: None,
+            on_protocol_error=lambda: None,
+        )

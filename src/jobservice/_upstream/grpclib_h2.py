@@ -11,8 +11,9 @@ grpclib has no public hook for any of these; each is used for a reason given whe
       ._status_details_codec, .__dispatch__,
       .__gc_step__, ._config, ._h2_config
     H2Protocol.connection._connection       the h2 H2Connection (settings, GOAWAY)
-    H2Protocol.processor, EventsProcessor   count open streams, see client resets
-      .register/.process_stream_reset/.streams
+    H2Protocol.processor, EventsProcessor   count open streams, see client resets and the
+      .register/.process_stream_reset/        close for an HTTP/2 protocol error
+      .streams/.close("Protocol error")
     server Stream._stream.recv_data          read a request with a bound on its size
       (Buffer raises AssertionError when the stream ends mid-read)
     server Stream.peer._transport            the TLS object whose certificate names the caller
@@ -90,16 +91,30 @@ class ServerBase(Server):
 
 
 def watch_streams(
-    protocol: H2Protocol, *, on_change: Callable[[int], None], on_reset: Callable[[], None]
+    protocol: H2Protocol,
+    *,
+    on_change: Callable[[int], None],
+    on_reset: Callable[[], None],
+    on_protocol_error: Callable[[], None],
 ) -> None:
-    """Report `protocol`'s open-stream count on every change, and every client reset.
+    """Report `protocol`'s open-stream count on every change, client resets, protocol errors.
 
     Call right after `connection_made`, before any data is processed. `on_reset` is called
-    for a stream the client reset while the server was still working on it.
+    for a stream the client reset while the server was still working on it;
+    `on_protocol_error` when grpclib closes the connection because h2 refused what the client
+    sent (grpclib only logs that at debug level).
     """
     protocol.processor = _WatchedProcessor(
-        protocol.handler, protocol.connection, on_change=on_change, on_reset=on_reset
+        protocol.handler,
+        protocol.connection,
+        on_change=on_change,
+        on_reset=on_reset,
+        on_protocol_error=on_protocol_error,
     )
+
+
+# The reason grpclib's H2Protocol.data_received gives the processor when h2 raises.
+PROTOCOL_ERROR_REASON = "Protocol error"
 
 
 class _WatchedProcessor(EventsProcessor):
@@ -110,10 +125,12 @@ class _WatchedProcessor(EventsProcessor):
         *args: Any,
         on_change: Callable[[int], None],
         on_reset: Callable[[], None],
+        on_protocol_error: Callable[[], None],
     ) -> None:
         super().__init__(*args)
         self._on_change = on_change
         self._on_reset = on_reset
+        self._on_protocol_error = on_protocol_error
 
     def register(self, stream: H2Stream) -> Callable[[], None]:
         release = super().register(stream)
@@ -129,6 +146,11 @@ class _WatchedProcessor(EventsProcessor):
         if event.remote_reset and event.stream_id in self.streams:
             self._on_reset()  # a stream the server was still working on
         super().process_stream_reset(event)
+
+    def close(self, reason: str = "Connection closed") -> None:
+        if reason == PROTOCOL_ERROR_REASON:
+            self._on_protocol_error()
+        super().close(reason)
 
 
 def stream_transport(stream: Stream[Any, Any]) -> asyncio.BaseTransport:

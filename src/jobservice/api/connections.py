@@ -171,7 +171,12 @@ class _Connection(H2Protocol):
         # per loop iteration rather than one per frame; its close() sends what it holds first.
         self._transport = cast(asyncio.Transport, CoalescingTransport(transport))
         super().connection_made(self._transport)
-        grpclib_h2.watch_streams(self, on_change=self._streams_changed, on_reset=self._stream_reset)
+        grpclib_h2.watch_streams(
+            self,
+            on_change=self._streams_changed,
+            on_reset=self._stream_reset,
+            on_protocol_error=self._protocol_error,
+        )
         self._streams_changed(0)
         if early:
             self.data_received(bytes(early))
@@ -263,6 +268,16 @@ class _Connection(H2Protocol):
             RESET_RATE,
         )
         self._goaway(ErrorCodes.ENHANCE_YOUR_CALM)
+
+    def _protocol_error(self) -> None:
+        # Every call on the connection ends unanswered, and the calls that arrived in the same
+        # read as the offending frame never started (h2 drops their events with the error):
+        # the operator sees why here, as no audit line will say it.
+        log.warning(
+            "closing connection from %s (user %s): HTTP/2 protocol error",
+            self._peer,
+            quote_field(self.user),
+        )
 
     def _goaway(self, code: ErrorCodes) -> None:
         """Tell the client why (GOAWAY), then close: it learns the close is deliberate."""
