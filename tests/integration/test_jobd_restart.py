@@ -14,6 +14,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from jobctl_support import Jobctl
@@ -24,14 +25,14 @@ from jobservice.api.v1 import jobservice_pb2 as pb
 from jobservice.cli.jobctl.render import status_line
 
 
-def _restart(launcher: JobdLauncher, jobd: Jobd, *, crash: bool = False) -> Jobd:
+def _restart(launcher: JobdLauncher, jobd: Jobd, *extra: str, crash: bool = False) -> Jobd:
     """Stop `jobd` (SIGTERM, or SIGKILL for `crash`) and start a new one on its data dir."""
     if crash:
         jobd.process.send_signal(signal.SIGKILL)
         jobd.process.wait()
     else:
         assert jobd.terminate() == 0
-    return launcher.start("--stop-grace", "2", data_dir=jobd.data_dir)
+    return launcher.start("--stop-grace", "2", *extra, data_dir=jobd.data_dir)
 
 
 async def test_200_finished_jobs_are_all_there_after_a_restart(
@@ -116,8 +117,11 @@ def _marked(marker: str) -> list[int]:
     return found
 
 
+# auto: the jobs' cgroups are killed; off: their process groups (leader checked by its start
+# time) and whatever holds their output pipes, which finds the setsid escapee.
+@pytest.mark.parametrize("confine", ["auto", "off"])
 async def test_jobs_running_at_a_kill_9_are_lost_and_leave_no_process(
-    jobd_launcher: JobdLauncher, connect: Connect, pki: Path, tmp_path: Path
+    jobd_launcher: JobdLauncher, connect: Connect, pki: Path, tmp_path: Path, confine: str
 ) -> None:
     marker = f"i12-crash-{uuid.uuid4()}"
     escapee = (
@@ -128,7 +132,7 @@ async def test_jobs_running_at_a_kill_9_are_lost_and_leave_no_process(
         "time.sleep(1000)\n"
     )
     plain = "import time; print('ready', flush=True); time.sleep(1000)"
-    jobd = jobd_launcher.start("--stop-grace", "2")
+    jobd = jobd_launcher.start("--stop-grace", "2", f"--confine={confine}")
     stub = await connect(jobd, "alice")
     ids = []
     try:
@@ -141,7 +145,7 @@ async def test_jobs_running_at_a_kill_9_are_lost_and_leave_no_process(
         ended = (await stub.Start(pb.StartRequest(command="true"))).job_id
         await read_output(stub, ended)
 
-        jobd = _restart(jobd_launcher, jobd, crash=True)
+        jobd = _restart(jobd_launcher, jobd, f"--confine={confine}", crash=True)
         # jobd is ready only after it has killed the remains and seen them exit.
         assert _marked(marker) == []
         stub = await connect(jobd, "alice")

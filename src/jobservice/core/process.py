@@ -15,6 +15,7 @@ import fcntl
 import os
 import signal
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from jobservice.core.confine.account import Account
@@ -29,7 +30,7 @@ from jobservice.core.errors import (
 from jobservice.core.model import ExitStatus
 from jobservice.core.spec import JobSpec
 
-__all__ = ["ProcessGroup", "group_members", "spawn"]
+__all__ = ["ProcessGroup", "group_members", "live_processes", "spawn"]
 
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 # A larger pipe lets a chatty job run ahead between our reads instead of blocking on a full pipe.
@@ -122,7 +123,11 @@ def _pidfds(pids: list[int]) -> list[int]:
 
 def group_members(pgid: int) -> list[int]:
     """Live (not zombie) processes in group `pgid`, read from /proc: the rare slow path."""
-    members = []
+    return [pid for pid, group in live_processes() if group == pgid]
+
+
+def live_processes() -> Iterator[tuple[int, int]]:
+    """(pid, process group id) of every live (not zombie) process on the host, from /proc."""
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -131,9 +136,8 @@ def group_members(pgid: int) -> list[int]:
                 fields = f.read().rsplit(b")", 1)[1].split()
         except OSError:
             continue  # it exited while we looked
-        if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            members.append(int(name))
-    return members
+        if fields[0] not in (b"Z", b"X"):
+            yield int(name), int(fields[2])
 
 
 def spawn(

@@ -18,8 +18,9 @@ import os
 import select
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
+from jobservice.core.process import live_processes
 from jobservice.core.store import Leader
 
 __all__ = ["CgroupKiller", "boot_id", "kill_leftovers", "leader_of", "start_ticks"]
@@ -89,31 +90,17 @@ def _leftovers(leader: Leader) -> set[int]:
     # leader is gone, its pid, and so the group id, may belong to someone else.
     if leader.start_ticks >= 0 and start_ticks(leader.pid) == leader.start_ticks:
         found.add(leader.pid)
-        for pid, pgid in _processes():
+        for pid, pgid in live_processes():
             if pgid == leader.pid:
                 found.add(pid)
     if leader.pipes:
         wanted = {f"pipe:[{inode}]" for inode in leader.pipes}
-        for pid, _ in _processes():
+        for pid, _ in live_processes():
             if pid != os.getpid() and _holds(pid, wanted):
                 ticks = start_ticks(pid)
                 if ticks is not None and ticks >= leader.start_ticks:
                     found.add(pid)
     return found
-
-
-def _processes() -> Iterator[tuple[int, int]]:
-    """(pid, process group id) of every live process (zombies are already dead)."""
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] not in (b"Z", b"X"):
-            yield int(name), int(fields[2])
 
 
 def _holds(pid: int, targets: set[str]) -> bool:
