@@ -312,6 +312,10 @@ class JobCoordinator:
         for job_id, result in zip(running, results, strict=True):
             if isinstance(result, BaseException) and not isinstance(result, JobNotRunning):
                 log.error("stopping job %d at shutdown failed: %r", job_id, result)
+        # A job whose process has ended may still be winding up (removing its cgroup in a
+        # thread, recording its end): wait for it too, so that nothing is left behind.
+        ending = [job.finished for job in self._jobs.values() if isinstance(job, Job)]
+        await asyncio.gather(*(asyncio.shield(f) for f in ending), return_exceptions=True)
         await self._janitor.close()
         if self._journal is not None:
             await self._journal.close()
