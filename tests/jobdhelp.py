@@ -32,8 +32,10 @@ __all__ = [
     "credentials",
     "forget_cgroups",
     "jobd_command",
+    "pid_exists",
     "read_output",
     "status_of",
+    "wait_gone",
 ]
 
 # alice, bob and charlie are the built-in policy's users; mallory holds a valid certificate
@@ -224,6 +226,25 @@ def _wait_ready(jobd: Jobd) -> str:
         time.sleep(0.02)
     jobd.terminate()
     pytest.fail(f"jobd not ready within {_START_TIMEOUT} s:\n{jobd.log}")
+
+
+def pid_exists(pid: int) -> bool:
+    """Whether a process `pid` exists (a zombie counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_gone(pid: int, timeout: float = 5.0) -> bool:
+    """Wait until process `pid` is gone; False if it is still there after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while pid_exists(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 # The `connect` fixture: `await connect(jobd_or_target, "alice")` -> a stub on a checked channel.

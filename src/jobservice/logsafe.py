@@ -15,10 +15,11 @@ import json
 import logging
 import re
 
-__all__ = ["SafeFormatter", "escape_controls", "quote_field"]
+__all__ = ["CONTROLS", "SafeFormatter", "escape_controls", "escape_one", "quote_field"]
 
-# C0 controls except tab, DEL, C1 controls, and the Unicode line and paragraph separators.
-_CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+# C0 controls except tab, DEL, C1 controls, the Unicode line and paragraph separators, and the
+# bidirectional overrides and isolates (which reorder what a reader sees of the text around them).
+CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _INDENT = "    "
 _PLAIN = re.compile(r"[\w.@+-]+", re.ASCII)
 
@@ -30,10 +31,10 @@ def quote_field(value: str) -> str:
 
 def escape_controls(text: str) -> str:
     """`text` with each control character written as \\xNN or \\uNNNN."""
-    return _CONTROLS.sub(_escape_one, text)
+    return CONTROLS.sub(escape_one, text)
 
 
-def _escape_one(match: re.Match[str]) -> str:
+def escape_one(match: re.Match[str]) -> str:
     code = ord(match.group())
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 

@@ -58,6 +58,10 @@ def test_precedence(ctl: Jobctl, pki: Path, tmp_path: Path) -> None:
         "JOBCTL_PROFILE": ctl.popen(
             "-u", "charlie", "list", user=None, env={**base, **no_server, "JOBCTL_PROFILE": "live"}
         ),
+        # --profile on the command line beats JOBCTL_CERT (alice): charlie's certificate
+        "--profile_over_env": ctl.popen(
+            "--profile", "live", "-u", "charlie", "list", user="alice", env=base
+        ),
         # JOBCTL_CERT beats the profile's cert: alice, not bob
         "cert_env": ctl.popen("-u", "alice", "list", user="alice", env=base),
         # no XDG_CONFIG_HOME: ~/.config/jobctl/config.toml
@@ -73,6 +77,7 @@ def test_precedence(ctl: Jobctl, pki: Path, tmp_path: Path) -> None:
         "flag": 0,
         "--profile": 0,
         "JOBCTL_PROFILE": 0,
+        "--profile_over_env": 0,
         "cert_env": 0,
         "home": 0,
         "JOBCTL_USER": 2,  # the profile's certificate is bob's

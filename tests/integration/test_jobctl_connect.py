@@ -47,7 +47,8 @@ def test_connection_failures(ctl: Jobctl, pki: Path, other_pki: Path) -> None:
     assert "connection refused. Is jobd running?" in results["down"].stderr
     assert "certificate is not trusted" in results["wrong_ca"].stderr
     assert "Is --ca the CA that signed the server's certificate?" in results["wrong_ca"].stderr
-    assert "rejected the connection" in results["rejected"].stderr
+    assert "refused the connection: your certificate" in results["rejected"].stderr
+    assert "is not issued by the CA in" in results["rejected"].stderr
     assert all(r.out == b"" and r.stderr.count("\n") == 1 for r in results.values())
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 from jobctl_support import JOBCTL, Jobctl, Server, finish
+
+from jobservice.core.spec import DEFAULT_PATH
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +98,13 @@ def test_an_ignored_sigint_stays_ignored(ctl: Jobctl) -> None:
         proc.wait(0.5)
     proc.send_signal(signal.SIGTERM)
     assert finish(proc, ("run",)).code == 143
+
+
+def test_a_job_given_no_dir_nor_env_starts_at_home_with_a_path(ctl: Jobctl) -> None:
+    """As ssh runs a remote command: in the account's home, with PATH and HOME set."""
+    home = pwd.getpwuid(os.geteuid()).pw_dir  # jobd runs as this test's user
+    result = ctl("run", "--", "sh", "-c", "pwd; echo $HOME; echo $PATH; env | grep -c JOBCTL")
+    assert result.stdout.splitlines() == [home, home, DEFAULT_PATH, "0"], result
+    given = ctl("run", "--dir", "/", "--envs", "PATH=/bin", "--envs", "HOME=/x", "--", "sh", "-c",
+                "pwd; echo $HOME; echo $PATH")  # fmt: skip
+    assert given.stdout.splitlines() == ["/", "/x", "/bin"], given

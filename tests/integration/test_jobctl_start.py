@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
 from pathlib import Path
 
 import pytest
@@ -76,7 +78,13 @@ def test_json_is_the_documented_job_object(ctl: Jobctl) -> None:
     assert result.code == 0, result
     job = json.loads(result.stdout)
     assert set(job) == JOB_KEYS
-    assert (job["owner"], job["command"], job["args"], job["dir"]) == ("alice", "echo", ["hi"], "/")
+    home = pwd.getpwuid(os.geteuid()).pw_dir  # no --dir: the home of jobd's user (this one)
+    assert (job["owner"], job["command"], job["args"], job["dir"]) == (
+        "alice",
+        "echo",
+        ["hi"],
+        home,
+    )
     assert job["state"] in ("running", "exited")
     assert isinstance(job["id"], int)
     assert job["started_at"].endswith("+00:00")
@@ -88,7 +96,7 @@ def test_json_is_the_documented_job_object(ctl: Jobctl) -> None:
         (("--", "no-such-command-xyz"), "alice", 6, "Invalid request: "),
         (("--dir", "/no/such/dir", "--", "true"), "alice", 6, "Invalid request: "),
         (("--envs", "NOEQUALS", "--", "true"), "alice", 2, "is not NAME=VALUE"),
-        (("--cmd", "echo", "--", "echo"), "alice", 2, "either with --cmd or after --"),
+        (("--cmd", "echo", "--", "echo"), "alice", 2, "with --cmd, give each argument with"),
         (("--args", "x", "--", "echo"), "alice", 2, "--args goes with --cmd"),
         ((), "alice", 2, "No command"),
         (("--", "true"), "bob", 4, "Permission denied: "),

@@ -34,8 +34,11 @@ def test_a_job_that_ignores_sigterm_is_killed(ctl: Jobctl) -> None:
     proc = ctl.popen("output", str(job))
     assert proc.stdout is not None
     assert proc.stdout.readline() == b"ready\n"
-    assert ctl("stop", str(job)).stdout == f"Stopped Job '{job}'\n"
+    stopped = ctl("stop", str(job))
     assert finish(proc, ("output", str(job))).code == 0  # it followed the job to its end
+    assert stopped.stdout == (
+        f"Stopped Job '{job}': killed (SIGKILL) after it ignored SIGTERM for the grace period\n"
+    )
     assert ctl("status", str(job)).stdout == f"Job '{job}': Exited: 137 (SIGKILL)\n"
 
 

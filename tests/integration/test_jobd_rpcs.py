@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
 import signal
 import time
 from pathlib import Path
@@ -44,10 +46,14 @@ async def test_start_returns_the_new_jobs_status(shared_jobd: Jobd, connect: Con
 async def test_start_runs_with_exactly_the_given_environment(
     shared_jobd: Jobd, connect: Connect
 ) -> None:
+    """Nothing of jobd's environment; only HOME added, as ssh does, when the request has none."""
     alice = await connect(shared_jobd, "alice")
     job_id = await start(alice, "env", env=["GREETING=hello world", "PATH=/usr/bin:/bin"])
     output = await read_output(alice, job_id)
-    assert output.data() == b"GREETING=hello world\nPATH=/usr/bin:/bin\n"
+    home = pwd.getpwuid(os.geteuid()).pw_dir  # jobd runs as this test's user
+    assert output.data() == f"GREETING=hello world\nPATH=/usr/bin:/bin\nHOME={home}\n".encode()
+    job_id = await start(alice, "env", env=["HOME=/elsewhere", "PATH=/bin"])
+    assert (await read_output(alice, job_id)).data() == b"HOME=/elsewhere\nPATH=/bin\n"
 
 
 @pytest.mark.parametrize(

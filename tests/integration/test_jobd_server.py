@@ -24,8 +24,10 @@ from jobdhelp import (
     first_line_number,
     following,
     jobd_command,
+    pid_exists,
     read_output,
     status_of,
+    wait_gone,
 )
 
 from jobservice.api import ConnectError, ConnectFailure, close_channel, open_channel
@@ -36,23 +38,6 @@ def run_jobd(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str
     return subprocess.run(
         [*jobd_command(), *args], capture_output=True, text=True, timeout=timeout, check=False
     )
-
-
-def pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def wait_gone(pid: int, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while pid_exists(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 async def job_pid(connect: Connect, server: Jobd, job_id: int) -> int:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import operator
+import os
+import pwd
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 
@@ -31,7 +33,7 @@ from jobdhelp import Connect, Jobd, RawMessage, credentials, read_output, status
 from jobservice.api import JobServiceStub, close_channel, open_channel
 from jobservice.api.errors import MAX_MESSAGE_CHARS
 from jobservice.api.v1 import jobservice_pb2 as pb
-from jobservice.core.spec import MAX_STRING_BYTES
+from jobservice.core.spec import DEFAULT_PATH, MAX_STRING_BYTES
 
 U64 = 2**64 - 1
 ANSWER_WITHIN = 10.0
@@ -74,7 +76,10 @@ async def test_an_empty_environment_or_empty_values_are_kept_exactly(
 ) -> None:
     alice = await connect(shared_jobd, "alice")
     job_id = (await alice.Start(pb.StartRequest(command="/usr/bin/env", env=env))).job_id
-    assert (await read_output(alice, job_id)).data() == printed
+    # What the request leaves unset, PATH and HOME, comes from the account, as with ssh.
+    home = pwd.getpwuid(os.geteuid()).pw_dir
+    defaults = f"PATH={DEFAULT_PATH}\nHOME={home}\n".encode()
+    assert (await read_output(alice, job_id)).data() == printed + defaults
 
 
 BIG = "x" * (MAX_STRING_BYTES + 1)

@@ -56,7 +56,8 @@ def test_tls_1_0_and_1_1_clients_are_refused_in_the_handshake(
     assert "Cipher is TLS" not in result.stdout
     assert "New, TLSv1.3" not in result.stdout
     server.wait_for_log(
-        r"TLS handshake with 127\.0\.0\.1:\d+ failed: \[SSL: UNSUPPORTED_PROTOCOL\]"
+        r"refused TLS handshake from 127\.0\.0\.1:\d+: TLS version, cipher suite or key "
+        r"exchange outside the policy \(UNSUPPORTED_PROTOCOL\)"
     )
     assert "audit" not in server.log
 

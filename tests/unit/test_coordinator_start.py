@@ -102,6 +102,21 @@ async def test_command_found_on_the_jobs_path(coord: JobCoordinator, tmp_path: P
         await coord.start("a", "greet")  # not on the default PATH
 
 
+async def test_env_defaults_fill_only_what_env_leaves_unset(tmp_path: Path) -> None:
+    """The caller's defaults (jobd's PATH and HOME) never override the request nor count in it."""
+    cmd, args = python_job("import os, json; print(json.dumps(dict(os.environ)))")
+    small = JobCoordinator(tmp_path, limits=Limits(max_env=1))
+    try:
+        job = await small.start(
+            "alice", cmd, args, env=["HOME=/mine"], env_defaults={"HOME": "/x", "PATH": "/bin"}
+        )
+        env = json.loads(joined(await collect(small, job)))
+    finally:
+        await small.close()
+    env.pop("LC_CTYPE", None)
+    assert env == {"HOME": "/mine", "PATH": "/bin"}
+
+
 async def test_default_path_when_env_has_none(coord: JobCoordinator) -> None:
     job = await coord.start("a", "env")
     # `env` was found on the safe default PATH, but no PATH is injected into the job.

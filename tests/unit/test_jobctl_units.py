@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -209,6 +210,7 @@ def _creds(root: Path, *names: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for name in names:
         (root / name).write_text(name)
+        (root / name).chmod(0o600)  # keys must be the user's alone
     return root
 
 
@@ -247,16 +249,57 @@ def test_precedence_flags_then_env_then_profile(tmp_path: Path) -> None:
     assert flagged.server == "f:4"
 
 
+def _config(root: Path, text: str) -> str:
+    """Write `text` as the config file under `root`/xdg; the XDG_CONFIG_HOME to find it."""
+    conf = root / "xdg/jobctl/config.toml"
+    conf.parent.mkdir(parents=True)
+    conf.write_text(text)
+    return str(root / "xdg")
+
+
+def test_a_profile_flag_beats_the_environment(tmp_path: Path) -> None:
+    """`JOBCTL_CERT` exported (as the README says), `--profile charlie` is still charlie."""
+    _creds(tmp_path / "alice", "ca.pem", "alice.pem", "alice.key")
+    _creds(tmp_path / "charlie", "ca.pem", "charlie.pem", "charlie.key")
+    xdg = _config(
+        tmp_path,
+        f'[profiles.charlie]\nserver = "c:1"\ncert = "{tmp_path}/charlie/charlie.pem"\n'
+        f'[profiles.default]\nserver = "d:2"\n',
+    )
+    env = {
+        "XDG_CONFIG_HOME": xdg,
+        "JOBCTL_CERT": str(tmp_path / "alice/alice.pem"),
+        "JOBCTL_SERVER": "e:3",
+    }
+    charlie = resolve({}, env, "charlie")
+    assert (charlie.cert, charlie.key) == (
+        tmp_path / "charlie/charlie.pem",
+        tmp_path / "charlie/charlie.key",
+    )
+    assert charlie.server == "c:1"
+    assert resolve({"server": "f:4"}, env, "charlie").server == "f:4"  # a flag beats it still
+    # A profile from the environment (or the default one) comes after the environment.
+    for by_env in (resolve({}, {**env, "JOBCTL_PROFILE": "charlie"}, None), resolve({}, env, None)):
+        assert (by_env.cert, by_env.server) == (tmp_path / "alice/alice.pem", "e:3")
+
+
+def test_a_key_others_may_read_is_refused(tmp_path: Path) -> None:
+    creds = _creds(tmp_path / "c", "ca.pem", "u.pem", "u.key")
+    (creds / "u.key").chmod(0o644)
+    with pytest.raises(CliError, match=r"accessible by others \(mode 0644\).*chmod 600") as info:
+        resolve({"cert": str(creds / "u.pem")}, {"XDG_CONFIG_HOME": str(tmp_path)}, None)
+    assert info.value.code is ExitCode.USAGE
+
+
 def test_key_goes_with_the_certificate(tmp_path: Path) -> None:
     _creds(tmp_path / "a", "ca.pem", "alice.pem", "alice.key")
     _creds(tmp_path / "b", "bob.pem", "bob.key", "lone.pem")
-    conf = tmp_path / "xdg/jobctl/config.toml"
-    conf.parent.mkdir(parents=True)
-    conf.write_text(
+    xdg = _config(
+        tmp_path,
         f'[profiles.default]\ncert = "{tmp_path}/a/alice.pem"\nkey = "{tmp_path}/a/alice.key"\n'
-        f'ca = "{tmp_path}/a/ca.pem"\nuser = "alice"\n'
+        f'ca = "{tmp_path}/a/ca.pem"\nuser = "alice"\n',
     )
-    env = {"XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    env = {"XDG_CONFIG_HOME": xdg}
     bob = resolve({}, {**env, "JOBCTL_CERT": str(tmp_path / "b/bob.pem")}, None)
     assert (bob.key, bob.user) == (tmp_path / "b/bob.key", None)
     assert bob.ca == tmp_path / "a/ca.pem"  # the CA is not tied to the certificate
@@ -276,6 +319,10 @@ def test_config_errors_are_usage_errors(tmp_path: Path) -> None:
         ("[profiles.nope]\nsrv = 1\n", "Unknown setting 'srv'"),
         ("[profiles.nope]\nserver = 1\n", "must be a string"),
         ("[profiles.nope\n", "is not valid TOML"),
+        (
+            '[nope]\nserver = "x:1"\n',
+            "Unknown table or key 'nope' in .*: .* as \\[profiles.nope\\]",
+        ),
     ]
     conf = tmp_path / "xdg/jobctl/config.toml"
     conf.parent.mkdir(parents=True)
@@ -287,7 +334,7 @@ def test_config_errors_are_usage_errors(tmp_path: Path) -> None:
         with pytest.raises(CliError) as info:
             resolve(flags, env, "nope")
         assert info.value.code is ExitCode.USAGE
-        assert message in info.value.message
+        assert re.search(message, info.value.message), info.value.message
 
 
 def test_missing_credentials_say_how_to_give_them(tmp_path: Path) -> None:

@@ -38,6 +38,8 @@ RULES: dict[str, Rule] = {
     "Output": Rule(Permission.STATUS_OUTPUT, takes_job_id=True),
     # The cluster's nodes are no user's jobs: any user in the policy may list them.
     "Nodes": Rule(Permission.STATUS_OUTPUT, takes_job_id=False),
+    # Feeding a job's stdin drives the job as starting and stopping it do.
+    "WriteStdin": Rule(Permission.START_STOP, takes_job_id=True),
 }
 
 OwnerOf = Callable[[int], str]  # the owner of a job id; raises JobNotFound

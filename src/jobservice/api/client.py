@@ -33,6 +33,10 @@ _MAX_FRAME_SIZE = 64 << 10
 _RESET_DETAIL = "reset before the TLS handshake ended; the server may be at its connection limit"
 
 
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH (x509_vfy.h).
+_NAME_MISMATCH_CODES = (62, 64)
+
+
 async def open_channel(
     target: str, *, ca: Path, cert: Path, key: Path, connect_timeout: float = 10.0
 ) -> Channel:
@@ -53,7 +57,13 @@ async def open_channel(
     channel = _TunedChannel(host, port, ssl=context, config=_client_config())
     try:
         async with asyncio.timeout(connect_timeout):
-            await _establish(channel, target)
+            try:
+                await _establish(channel, target)
+            except ConnectError as exc:
+                if exc.reason is not ConnectFailure.NAME_MISMATCH:
+                    raise
+                names = await _certificate_names(host, port, context)
+                raise ConnectError(target, exc.reason, names) from None
     except TimeoutError:
         channel.close()
         raise ConnectError(target, ConnectFailure.TIMEOUT, f"after {connect_timeout:g} s") from None
@@ -61,6 +71,26 @@ async def open_channel(
         channel.close()
         raise
     return channel
+
+
+async def _certificate_names(host: str, port: int, context: ssl.SSLContext) -> str:
+    """The names the server's certificate is for, to explain a name mismatch; "" if unknown.
+
+    A second handshake, verified against the CA as always but not against the name: only the
+    error path pays for it, and it tells the user which names would work.
+    """
+    context.check_hostname = False  # this context is not used for anything else after this
+    try:
+        _, writer = await asyncio.open_connection(host, port, ssl=context, server_hostname=host)
+    except OSError:
+        return ""
+    peer = writer.get_extra_info("peercert") or {}
+    writer.close()
+    with contextlib.suppress(OSError, TimeoutError):
+        async with asyncio.timeout(1.0):
+            await writer.wait_closed()
+    names = [str(value) for _, value in peer.get("subjectAltName", ())]
+    return f"it is for {', '.join(names)}" if names else ""
 
 
 async def close_channel(channel: Channel, within: float = 5.0) -> None:
@@ -82,6 +112,8 @@ async def _establish(channel: _TunedChannel, target: str) -> None:
     try:
         protocol = await grpclib_h2.connect(channel)
     except ssl.SSLCertVerificationError as exc:
+        if exc.verify_code in _NAME_MISMATCH_CODES:
+            raise ConnectError(target, ConnectFailure.NAME_MISMATCH, exc.verify_message) from None
         raise ConnectError(target, ConnectFailure.TLS_VERIFY, exc.verify_message) from None
     except ssl.SSLError as exc:
         raise ConnectError(target, ConnectFailure.TLS_HANDSHAKE, _ssl_reason(exc)) from None

@@ -30,6 +30,7 @@ from jobservice.address import format_address
 from jobservice.api.coalesce import CoalescingTransport
 from jobservice.api.h2guard import RESET_BURST, RESET_RATE, ResetBudget
 from jobservice.api.peer import connection_identity
+from jobservice.api.refusals import RefusalLog
 from jobservice.logsafe import quote_field
 from jobservice.security import tls
 from jobservice.security.errors import AuthenticationError, TLSPolicyError
@@ -67,6 +68,7 @@ class GatedServer(grpclib_h2.ServerBase):
         self.handshakes: set[asyncio.Task[None]] = set()
         self._context: ssl.SSLContext | None = None
         self._listener: asyncio.Server | None = None
+        self.refusals = RefusalLog()
 
     async def listen(self, host: str, port: int, *, context: ssl.SSLContext) -> tuple[str, int]:
         """Listen on host:port; return the bound address (the real port when 0 was asked)."""
@@ -112,8 +114,7 @@ class GatedServer(grpclib_h2.ServerBase):
                 transport, connection, self._context, handshake_timeout=self.handshake_timeout
             )
         except (OSError, EOFError) as exc:  # SSLError, the deadline's ConnectionAbortedError...
-            # Debug only: a hostile network can make these as fast as it likes.
-            log.debug("TLS handshake with %s failed: %s", peer, exc)
+            self.refusals.note(peer, exc)  # why, for the operator; rate-limited
             tls_transport = None
         if tls_transport is None or tls_transport.is_closing():  # failed, or the peer left
             connection.handler.close()  # else the server would keep its handler forever

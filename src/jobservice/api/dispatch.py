@@ -109,6 +109,15 @@ class Dispatcher(JobServiceBase):
                         # An EncodedMessage passes through the server's PassThroughCodec.
                         await stream.send_message(cast(pb.OutputResponse, response))
 
+    async def WriteStdin(self, stream: Stream[pb.StdinChunk, pb.WriteStdinResponse]) -> None:
+        async with self._call("WriteStdin", stream, pb.StdinChunk) as (caller, first, _):
+            with self._stream_slot(caller.user):  # held open like an Output stream: counted
+
+                async def rest() -> pb.StdinChunk | None:
+                    return await _read_next(stream, pb.StdinChunk, self._max_request_bytes)
+
+                await stream.send_message(await self._bodies.write_stdin(caller, first, rest))
+
     async def wait_idle(self) -> None:
         """Return once no call is open (used at shutdown, after `draining` is set)."""
         await self._idle.wait()
@@ -240,16 +249,36 @@ async def _read_request(
             data = await _read_frame(stream, limit)
     except TimeoutError:
         raise RequestTimeout(f"request not received within {seconds:g} s (the limit)") from None
+    if data is None:  # not with end_ok=False; for the type checker
+        raise InvalidRequest("the call carries no request message")
     try:
         return request_type.FromString(data)
     except DecodeError:
         raise InvalidRequest(f"malformed {request_type.DESCRIPTOR.name} message") from None
 
 
-async def _read_frame(stream: Stream[Any, Any], limit: int) -> bytes:
-    """One length-prefixed gRPC message's bytes."""
+async def _read_next(stream: Stream[Req, Any], request_type: type[Req], limit: int) -> Req | None:
+    """A client-streaming call's next message (size-checked as the first), or None at its end.
+
+    No deadline: a writer may pause (a person typing); the call holds a stream slot meanwhile.
+    """
+    data = await _read_frame(stream, limit, end_ok=True)
+    if data is None:
+        return None
+    try:
+        return request_type.FromString(data)
+    except DecodeError:
+        raise InvalidRequest(f"malformed {request_type.DESCRIPTOR.name} message") from None
+
+
+async def _read_frame(
+    stream: Stream[Any, Any], limit: int, *, end_ok: bool = False
+) -> bytes | None:
+    """One length-prefixed gRPC message's bytes; None when `end_ok` and the call has ended."""
     try:
         header = await grpclib_h2.recv_exactly(stream, _HEADER.size)
+        if not header and end_ok:
+            return None
         if len(header) != _HEADER.size:
             raise InvalidRequest("the call carries no request message")
         compressed, length = _HEADER.unpack(header)

@@ -32,6 +32,7 @@ from jobservice.core.errors import (
     JobStillRunning,
     LimitExceeded,
     SpawnFailed,
+    StdinClosed,
 )
 from jobservice.security.errors import AuthenticationError
 
@@ -46,6 +47,7 @@ __all__ = [
     "RequestTimeout",
     "RequestTooLarge",
     "ServiceUnavailable",
+    "StdinBusy",
     "to_grpc_error",
 ]
 
@@ -70,6 +72,7 @@ class ConnectFailure(enum.Enum):
     REFUSED = "connection refused"
     UNREACHABLE = "server unreachable"
     TLS_VERIFY = "server certificate verification failed"
+    NAME_MISMATCH = "the server's certificate is not for the name dialled"
     TLS_HANDSHAKE = "TLS handshake failed"
     REJECTED = "server closed the connection (client certificate or TLS policy rejected)"
     POLICY = "TLS policy check failed"
@@ -89,6 +92,10 @@ class ConnectError(ApiError):
 
 class PermissionDenied(ApiError):
     """The caller is known, may see the job, but its role does not allow this RPC."""
+
+
+class StdinBusy(ApiError):
+    """Another WriteStdin call is feeding this job's stdin; one writer at a time."""
 
 
 class ServiceUnavailable(ApiError):
@@ -111,12 +118,14 @@ STATUS_TABLE: tuple[tuple[type[Exception], Status], ...] = (
     (JobNotRunning, Status.FAILED_PRECONDITION),
     (JobStillRunning, Status.FAILED_PRECONDITION),
     (ConfinementUnavailable, Status.FAILED_PRECONDITION),
+    (StdinClosed, Status.FAILED_PRECONDITION),
     (LimitExceeded, Status.RESOURCE_EXHAUSTED),
     (RequestTooLarge, Status.RESOURCE_EXHAUSTED),
     (RequestTimeout, Status.RESOURCE_EXHAUSTED),
     (SpawnFailed, Status.UNAVAILABLE),
     (CoordinatorClosed, Status.UNAVAILABLE),
     (ServiceUnavailable, Status.UNAVAILABLE),
+    (StdinBusy, Status.FAILED_PRECONDITION),
     (PermissionDenied, Status.PERMISSION_DENIED),
     (AuthenticationError, Status.UNAUTHENTICATED),
 )

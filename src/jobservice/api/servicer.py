@@ -6,12 +6,15 @@ They run only after `dispatch` has authenticated the caller and authorized the c
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable
+import contextlib
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from jobservice.api import convert
+from jobservice.api.errors import StdinBusy
+from jobservice.api.jobdefaults import defaults_for
 from jobservice.api.jobsettings import JobSettings
 from jobservice.api.v1 import jobservice_pb2 as pb
-from jobservice.core import InvalidRequest, JobInfo
+from jobservice.core import InvalidRequest, JobCoordinator, JobInfo, JobNotFound, StdinClosed
 from jobservice.core.backend import JobBackend, NodeDirectory
 from jobservice.security.identity import Identity
 
@@ -35,6 +38,7 @@ class RpcBodies:
         self._visible = visible
         self._settings = settings or JobSettings()
         self._directory = directory  # set when jobs run on a cluster's nodes
+        self._feeding: set[int] = set()  # jobs with a WriteStdin call open: one at a time
 
     async def prepare(self, job_id: int) -> None:
         """Before a call on `job_id` is authorized: a cluster front learns of a job just started
@@ -60,7 +64,23 @@ class RpcBodies:
                 limits=limits,
                 run_as=run_as,
             )
-        else:
+        elif isinstance(self._coord, JobCoordinator):  # jobs on this host
+            # What the request leaves unset comes from the account (its home, a PATH), as ssh.
+            defaults = defaults_for(run_as)
+            job_id = await self._coord.start(
+                user,
+                request.command,
+                request.args,
+                request.dir or defaults.dir,
+                request.env,
+                limits=limits,
+                run_as=run_as,
+                env_defaults=defaults.env,
+                stdin=request.stdin,
+            )
+        else:  # a cluster front: the agent's host knows the account's home, and has the pipe
+            if request.stdin:
+                raise InvalidRequest("stdin forwarding needs a jobd that runs jobs on its host")
             job_id = await self._coord.start(
                 user,
                 request.command,
@@ -91,6 +111,39 @@ class RpcBodies:
     async def list(self, caller: Identity, request: pb.ListRequest) -> pb.ListResponse:
         jobs = [info for info in self._coord.list() if self._visible(caller, info)]
         return pb.ListResponse(jobs=[convert.info_to_proto(info) for info in jobs])
+
+    def _local(self) -> JobCoordinator:
+        """The coordinator of jobs on this host: what stdin forwarding needs."""
+        if not isinstance(self._coord, JobCoordinator):
+            raise InvalidRequest("stdin forwarding needs a jobd that runs jobs on its host")
+        return self._coord
+
+    async def write_stdin(
+        self,
+        caller: Identity,
+        first: pb.StdinChunk,
+        more: Callable[[], Awaitable[pb.StdinChunk | None]],
+    ) -> pb.WriteStdinResponse:
+        """Each chunk's data into the job's stdin, in order; the call's end is end-of-file."""
+        job_id, written = first.job_id, 0
+        if job_id in self._feeding:  # two writers would interleave, and the first end is EOF
+            raise StdinBusy(f"another call is writing to job {job_id}'s stdin")
+        self._feeding.add(job_id)
+        chunk: pb.StdinChunk | None = first
+        try:
+            while chunk is not None:
+                if chunk.job_id not in (0, job_id):
+                    raise InvalidRequest("every message of a WriteStdin call is for one job")
+                if chunk.data:
+                    await self._local().write_stdin(job_id, chunk.data)  # waits for room
+                    written += len(chunk.data)
+                chunk = await more()
+        finally:
+            # However the call ends (finished, cancelled, refused), the writer is gone: EOF.
+            self._feeding.discard(job_id)
+            with contextlib.suppress(StdinClosed, JobNotFound, InvalidRequest):
+                self._local().close_stdin(job_id)
+        return pb.WriteStdinResponse(bytes_written=written)
 
     async def output(
         self, caller: Identity, request: pb.OutputRequest

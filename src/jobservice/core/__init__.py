@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         JobStillRunning,
         LimitExceeded,
         SpawnFailed,
+        StdinClosed,
     )
     from jobservice.core.model import (
         Chunk,
@@ -61,6 +62,7 @@ __all__ = [
     "Limits",
     "Retention",
     "SpawnFailed",
+    "StdinClosed",
     "Stream",
     "Subscription",
     "Usage",
@@ -89,6 +91,7 @@ _HOMES = {
             "JobStillRunning",
             "LimitExceeded",
             "SpawnFailed",
+            "StdinClosed",
         ],
         "errors",
     ),

@@ -11,7 +11,7 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from jobservice.core.confine.account import Account
@@ -26,6 +26,7 @@ from jobservice.core.errors import (
     JobNotRunning,
     LimitExceeded,
     SpawnFailed,
+    StdinClosed,
 )
 from jobservice.core.janitor import Janitor
 from jobservice.core.job import FinishedJob, Job
@@ -36,6 +37,7 @@ from jobservice.core.process import spawn
 from jobservice.core.recovery import CgroupKiller, kill_leftovers, leader_of
 from jobservice.core.retention import Retention
 from jobservice.core.spec import JobSpec, make_spec
+from jobservice.core.stdin import StdinPipe
 from jobservice.core.store import Ended, JobRecord, JobStore
 from jobservice.core.subscription import Subscription
 
@@ -120,18 +122,24 @@ class JobCoordinator:
         *,
         limits: JobLimits = NO_LIMITS,
         run_as: Account | None = None,
+        env_defaults: Mapping[str, str] | None = None,
+        stdin: bool = False,
     ) -> int:
         """Spawn `command args...` in `dir` with exactly `env` (NAME=VALUE); return its id.
 
         `limits` bound the job (cpu, memory and pids need a confining coordinator); `run_as` is
-        the Unix account it runs as (default: this process's). Raises InvalidRequest (or
-        CommandNotFound, CommandNotExecutable, DirectoryNotFound), LimitExceeded,
+        the Unix account it runs as (default: this process's). `env_defaults`, the caller's
+        own, are set for the names `env` leaves unset. With `stdin`, the job reads a pipe that
+        `write_stdin` feeds and `close_stdin` ends, instead of /dev/null. Raises InvalidRequest
+        (or CommandNotFound, CommandNotExecutable, DirectoryNotFound), LimitExceeded,
         ConfinementUnavailable, SpawnFailed or CoordinatorClosed. A command that starts and
         then fails is not an error here: its exit status says so.
         """
         if self._closed:
             raise CoordinatorClosed()
-        spec = make_spec(command, args, dir, env, self.limits)
+        spec = make_spec(
+            command, args, dir, env, self.limits, env_defaults=env_defaults, stdin=stdin
+        )
         check_job_limits(limits)
         self._check_capacity(owner)
         # Reserve the owner's slot and the id before the first await, so that concurrent starts
@@ -266,6 +274,25 @@ class JobCoordinator:
             job.process.kill()
         await asyncio.shield(job.finished)
         return job.info()
+
+    async def write_stdin(self, job_id: int, data: bytes) -> None:
+        """Write `data` to the job's stdin; returns once the pipe has taken it all (backpressure).
+
+        Raises JobNotFound, or StdinClosed if the job has no stdin open (started without it,
+        closed, ended).
+        """
+        await self._stdin(job_id).write(data)
+
+    def close_stdin(self, job_id: int) -> None:
+        """End-of-file on the job's stdin. Raises JobNotFound or StdinClosed."""
+        self._stdin(job_id).close()
+
+    def _stdin(self, job_id: int) -> StdinPipe:
+        job = self._get(job_id)
+        stdin = job.stdin if isinstance(job, Job) else None
+        if stdin is None or stdin.closed:
+            raise StdinClosed(job_id)
+        return stdin
 
     def status(self, job_id: int) -> JobInfo:
         """A snapshot of the job. Raises JobNotFound."""

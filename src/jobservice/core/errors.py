@@ -8,6 +8,7 @@ JobError
 ├── JobNotFound               no job with that id
 ├── JobNotRunning             the job has already exited
 ├── JobStillRunning           the job must be stopped first (to remove it)
+├── StdinClosed               the job has no stdin open to write to
 ├── LimitExceeded             a documented resource limit would be exceeded
 ├── SpawnFailed               the host could not start the process (fork/exec failure)
 ├── ConfinementUnavailable    cgroup limits asked of a server that cannot confine jobs
@@ -29,6 +30,7 @@ __all__ = [
     "JobStillRunning",
     "LimitExceeded",
     "SpawnFailed",
+    "StdinClosed",
 ]
 
 
@@ -93,3 +95,14 @@ class CoordinatorClosed(JobError):
 
     def __init__(self) -> None:
         super().__init__("the job service is shutting down")
+
+
+class StdinClosed(JobError):
+    """The job's stdin is not open for writing: started without it, closed, or the job ended."""
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(
+            f"job {job_id} has no stdin open for writing (started without stdin, "
+            "its stdin already closed, or it has ended)"
+        )
+        self.job_id = job_id

@@ -14,6 +14,7 @@ from jobservice.core.model import NO_LIMITS, ExitStatus, JobInfo, JobLimits, Job
 from jobservice.core.output_log import MAX_RECORD, OutputLog
 from jobservice.core.process import ProcessGroup
 from jobservice.core.spec import JobSpec
+from jobservice.core.stdin import StdinPipe
 
 __all__ = ["DRAIN_GRACE", "FinishedJob", "Job"]
 
@@ -85,6 +86,8 @@ class Job:
         self.exited: asyncio.Future[None] = self._loop.create_future()  # leader reaped
         self.finished: asyncio.Future[None] = self._loop.create_future()  # and output drained
         self._pipes = {process.stdout_fd: Stream.STDOUT, process.stderr_fd: Stream.STDERR}
+        # The job's stdin, when the caller asked to write to it; closed when the job ends.
+        self.stdin = None if process.stdin_fd is None else StdinPipe(job_id, process.stdin_fd)
         self._survivors: set[int] = set()  # pidfds of group members dying after the leader
         self._drain_timer: asyncio.TimerHandle | None = None
         self._before_end = before_end
@@ -205,6 +208,8 @@ class Job:
         cgroup = self.process.cgroup
         if cgroup is not None:
             self.usage, self.oom_killed = cgroup.usage(), cgroup.oom_killed()
+        if self.stdin is not None:
+            self.stdin.close()
         self.output.close()
         if self._before_end is None and cgroup is None:
             self._ending = self._loop.create_future()

@@ -48,6 +48,7 @@ class ProcessGroup:
     _popen: subprocess.Popen[bytes] = field(repr=False)
     cgroup: JobCgroup | None = None
     reaped: bool = False
+    stdin_fd: int | None = None  # the write end of the job's stdin pipe, if it has one
 
     def signal(self, sig: int) -> None:
         """Send `sig` to every process of the job: its group while it has one, and its cgroup.
@@ -146,7 +147,9 @@ def spawn(
     account: Account | None = None,
     trampoline: Trampoline | None = None,
 ) -> ProcessGroup:
-    """Start `spec` in a new session and process group, stdin from /dev/null, output to pipes.
+    """Start `spec` in a new session and process group, output to pipes.
+
+    Its stdin is /dev/null, or a pipe (`stdin_fd`, ours to own) when `spec.stdin` asks for one.
 
     With a cgroup, through the trampoline (which also switches to `account`); without one, a
     different account is Python's own switch (fork instead of vfork, no cgroup to enter).
@@ -159,7 +162,12 @@ def spawn(
             popen = _spawn_through(trampoline, spec, cgroup, account)
         else:
             popen = _popen(
-                [spec.command, *spec.args], spec.executable, spec.dir, spec.env, account=account
+                [spec.command, *spec.args],
+                spec.executable,
+                spec.dir,
+                spec.env,
+                account=account,
+                stdin=spec.stdin,
             )
     except OSError as e:
         raise _spawn_error(spec, e) from None
@@ -176,7 +184,11 @@ def spawn(
         os.set_blocking(fd, False)
         with contextlib.suppress(OSError):  # only an optimisation; the default size still works
             fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
-    return ProcessGroup(popen.pid, pidfd, fds[0], fds[1], popen, cgroup)
+    stdin_fd = None
+    if popen.stdin is not None:  # owned by the caller from here on (StdinPipe closes it)
+        stdin_fd = os.dup(popen.stdin.fileno())
+        popen.stdin.close()
+    return ProcessGroup(popen.pid, pidfd, fds[0], fds[1], popen, cgroup, stdin_fd=stdin_fd)
 
 
 def _spawn_through(
@@ -193,7 +205,7 @@ def _spawn_through(
             argv=[spec.command, *spec.args],
         )
         # Its own cwd is "/": the trampoline enters the job's directory as the job's account.
-        return _popen(argv, trampoline.perl, "/", {}, pass_fds=(env_fd,))
+        return _popen(argv, trampoline.perl, "/", {}, pass_fds=(env_fd,), stdin=spec.stdin)
     finally:
         os.close(env_fd)
 
@@ -206,13 +218,14 @@ def _popen(
     *,
     account: Account | None = None,
     pass_fds: tuple[int, ...] = (),
+    stdin: bool = False,
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         argv,
         executable=executable,
         cwd=cwd,
         env=env,
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
@@ -230,7 +243,25 @@ def _spawn_error(spec: JobSpec, e: OSError) -> Exception:
     if e.filename == spec.dir:  # the child failed at chdir
         return DirectoryNotFound(f"cannot enter directory {spec.dir}: {e.strerror}")
     if e.errno == errno.ENOENT:
+        interpreter = _interpreter(spec.executable)
+        if interpreter is not None:  # the file exists: its #! line names what does not
+            return CommandNotExecutable(
+                f"cannot execute {spec.command}: bad interpreter {interpreter}: {e.strerror}"
+            )
         return CommandNotFound(f"command not found: {spec.command}")
     if e.errno in (errno.EACCES, errno.EPERM, errno.ENOEXEC, errno.EISDIR, errno.ENOTDIR):
         return CommandNotExecutable(f"cannot execute {spec.command}: {e.strerror}")
     return SpawnFailed(f"cannot start {spec.command}: {e.strerror}")
+
+
+def _interpreter(executable: str) -> str | None:
+    """The interpreter a script's `#!` line names, or None when it is not such a script."""
+    try:
+        with open(executable, "rb") as f:
+            first = f.readline(256)
+    except OSError:
+        return None
+    if not first.startswith(b"#!"):
+        return None
+    words = first[2:].split()
+    return words[0].decode("utf-8", "backslashreplace") if words else None

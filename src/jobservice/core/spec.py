@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from jobservice.core.errors import (
@@ -34,19 +34,33 @@ class JobSpec:
     args: tuple[str, ...]
     dir: str
     env: dict[str, str]
+    stdin: bool = False  # a pipe for the caller to write to, instead of /dev/null
 
 
 def make_spec(
-    command: str, args: Sequence[str], dir: str, env: Sequence[str], limits: Limits
+    command: str,
+    args: Sequence[str],
+    dir: str,
+    env: Sequence[str],
+    limits: Limits,
+    *,
+    env_defaults: Mapping[str, str] | None = None,
+    stdin: bool = False,
 ) -> JobSpec:
-    """Check a request against the limits and the file system; raise InvalidRequest and kin."""
+    """Check a request against the limits and the file system; raise InvalidRequest and kin.
+
+    `env_defaults` are the caller's (not the request's, so not counted against its limits):
+    variables the job gets when `env` does not set them.
+    """
     args, env = tuple(args), tuple(env)
     _check_sizes(command, args, dir, env, limits)
     directory = _check_directory(dir or "/")
     environment = _parse_env(env)
+    for name, value in (env_defaults or {}).items():
+        environment.setdefault(name, value)
     path = environment.get("PATH", DEFAULT_PATH)
     executable = resolve_command(command, path, directory)
-    return JobSpec(command, executable, args, directory, environment)
+    return JobSpec(command, executable, args, directory, environment, stdin)
 
 
 def _text_size(what: str, value: str) -> int:

@@ -29,6 +29,8 @@ __all__ = [
     "SERVER_AUTH",
     "SERVER_HOSTS",
     "CertifiedKey",
+    "add_server",
+    "add_users",
     "create_ca",
     "init_pki",
     "issue_certificate",
@@ -47,6 +49,8 @@ SERVER_HOSTS = ("localhost", "127.0.0.1", "::1")
 _BACKDATE = timedelta(minutes=5)
 # A user name is a CN and a file name stem: letters, digits and . _ @ - with no leading dot.
 _USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+# A server name: a DNS name or an IPv4/IPv6 address (ipaddress checks the latter in hosts).
+_HOST_NAME = re.compile(r"[A-Za-z0-9.:-]{1,253}")
 # These stems are taken by the CA and server files in the same directory.
 _RESERVED_NAMES = frozenset({"ca", "server"})
 
@@ -96,6 +100,40 @@ def init_pki(out: Path, users: Sequence[str], *, days: int = 365, overwrite: boo
     server.write(out / "server.pem", out / "server.key")
     for name in names:
         issue_certificate(ca, name, days=days).write(out / f"{name}.pem", out / f"{name}.key")
+
+
+def add_users(out: Path, users: Sequence[str], *, days: int = 365) -> None:
+    """Issue NAME.pem, NAME.key for each user from the CA in `out` (ca.pem, ca.key)."""
+    names = list(dict.fromkeys(users))
+    for name in names:
+        validate_user_name(name)
+    out = Path(out)
+    ca = load_certified_key(out / "ca.pem", out / "ca.key")
+    _check_targets([out / f"{name}.{ext}" for name in names for ext in ("pem", "key")])
+    for name in names:
+        issue_certificate(ca, name, days=days).write(out / f"{name}.pem", out / f"{name}.key")
+
+
+def add_server(out: Path, hosts: Sequence[str], *, days: int = 365) -> tuple[Path, Path]:
+    """Issue a server certificate for `hosts` (DNS names or IP addresses) from the CA in `out`.
+
+    Written as server-HOST.pem and server-HOST.key after the first host; returns their paths.
+    """
+    if not hosts:
+        raise PKIError("a server certificate needs at least one name")
+    for host in hosts:
+        if not _HOST_NAME.fullmatch(host):
+            raise PKIError(f"invalid server name {host!r}: a DNS name or an IP address")
+    out = Path(out)
+    ca = load_certified_key(out / "ca.pem", out / "ca.key")
+    stem = "server-" + hosts[0].replace(":", "_")
+    cert, key = out / f"{stem}.pem", out / f"{stem}.key"
+    _check_targets([cert, key])
+    subject = _name(hosts[0])
+    issue_certificate(
+        ca, hosts[0], extended_key_usage=(SERVER_AUTH,), hosts=hosts, days=days, subject=subject
+    ).write(cert, key)
+    return cert, key
 
 
 def validate_user_name(name: str) -> str:
@@ -222,14 +260,11 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
         f.write(data)
 
 
-def _check_targets(targets: Sequence[Path], *, overwrite: bool) -> None:
+def _check_targets(targets: Sequence[Path], *, overwrite: bool = False) -> None:
     """Refuse, before writing anything, to replace an existing PKI unless asked to."""
     existing = [str(p) for p in targets if p.exists() or p.is_symlink()]
     if existing and not overwrite:
-        raise PKIError(
-            f"refusing to overwrite existing PKI files ({', '.join(existing)}); "
-            "pass overwrite=True (jobd pki init --force) to replace them"
-        )
+        raise PKIError(f"refusing to overwrite existing PKI files ({', '.join(existing)})")
 
 
 def _validity(

@@ -43,6 +43,10 @@ class JobServiceBase(abc.ABC):
     async def Nodes(self, stream: 'grpclib.server.Stream[jobservice.api.v1.jobservice_pb2.NodesRequest, jobservice.api.v1.jobservice_pb2.NodesResponse]') -> None:
         pass
 
+    @abc.abstractmethod
+    async def WriteStdin(self, stream: 'grpclib.server.Stream[jobservice.api.v1.jobservice_pb2.StdinChunk, jobservice.api.v1.jobservice_pb2.WriteStdinResponse]') -> None:
+        pass
+
     def __mapping__(self) -> typing.Dict[str, grpclib.const.Handler]:
         return {
             '/jobservice.v1.JobService/Start': grpclib.const.Handler(
@@ -86,6 +90,12 @@ class JobServiceBase(abc.ABC):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 jobservice.api.v1.jobservice_pb2.NodesRequest,
                 jobservice.api.v1.jobservice_pb2.NodesResponse,
+            ),
+            '/jobservice.v1.JobService/WriteStdin': grpclib.const.Handler(
+                self.WriteStdin,
+                grpclib.const.Cardinality.STREAM_UNARY,
+                jobservice.api.v1.jobservice_pb2.StdinChunk,
+                jobservice.api.v1.jobservice_pb2.WriteStdinResponse,
             ),
         }
 
@@ -134,4 +144,10 @@ class JobServiceStub:
             '/jobservice.v1.JobService/Nodes',
             jobservice.api.v1.jobservice_pb2.NodesRequest,
             jobservice.api.v1.jobservice_pb2.NodesResponse,
+        )
+        self.WriteStdin = grpclib.client.StreamUnaryMethod(
+            channel,
+            '/jobservice.v1.JobService/WriteStdin',
+            jobservice.api.v1.jobservice_pb2.StdinChunk,
+            jobservice.api.v1.jobservice_pb2.WriteStdinResponse,
         )

@@ -99,17 +99,26 @@ class StartRequest(_message.Message):
     ENV_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
     NODE_FIELD_NUMBER: _builtins.int
+    STDIN_FIELD_NUMBER: _builtins.int
     command: _builtins.str
     """A path, or a name looked up on the job's PATH (or a safe default PATH when env has none)."""
     dir: _builtins.str
-    """Working directory; empty means "/"."""
+    """Working directory; empty means the home directory of the account the job runs as ("/" if
+    it has none).
+    """
     node: _builtins.str
     """Cluster only: the node (agent) to run the job on; empty means any agent with capacity."""
+    stdin: _builtins.bool
+    """Keep the job's stdin open as a pipe for one WriteStdin call to feed; without it the job's
+    stdin is /dev/null.
+    """
     @_builtins.property
     def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def env(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Exactly the job's environment, as NAME=VALUE entries; nothing else is inherited."""
+        """The job's environment, as NAME=VALUE entries; nothing of the server's is inherited, and
+        only PATH and HOME are added (from the account the job runs as) when these leave them unset.
+        """
 
     @_builtins.property
     def limits(self) -> Global___ResourceLimits:
@@ -127,10 +136,11 @@ class StartRequest(_message.Message):
         env: _abc.Iterable[_builtins.str] | None = ...,
         limits: Global___ResourceLimits | None = ...,
         node: _builtins.str = ...,
+        stdin: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "dir", b"dir", "env", b"env", "limits", b"limits", "node", b"node"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "dir", b"dir", "env", b"env", "limits", b"limits", "node", b"node", "stdin", b"stdin"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -646,3 +656,46 @@ class OutputResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___OutputResponse: _TypeAlias = OutputResponse  # noqa: Y015
+
+@_typing.final
+class StdinChunk(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.int
+    """The job to write to: in the first message; later ones may leave it 0 or repeat it."""
+    data: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StdinChunk: _TypeAlias = StdinChunk  # noqa: Y015
+
+@_typing.final
+class WriteStdinResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BYTES_WRITTEN_FIELD_NUMBER: _builtins.int
+    bytes_written: _builtins.int
+    """Bytes written to the job's stdin by this call."""
+    def __init__(
+        self,
+        *,
+        bytes_written: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_written", b"bytes_written"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WriteStdinResponse: _TypeAlias = WriteStdinResponse  # noqa: Y015

@@ -7,8 +7,10 @@ import importlib
 import click
 
 from jobservice import __version__
+from jobservice.cli.jobctl.complete import complete_profiles
 from jobservice.cli.jobctl.config import DEFAULT_SERVER, Globals
 from jobservice.cli.jobctl.exitcodes import ExitCode
+from jobservice.cli.jobctl.globalopts import after_verb_options
 from jobservice.cli.jobctl.outcome import conclude
 
 __all__ = ["VERBS", "LazyGroup", "cli", "run"]
@@ -27,9 +29,9 @@ Examples (a server on {DEFAULT_SERVER}, certificates from `jobd pki init --out p
   jobctl run -- sh -c 'echo hi; exit 3'             # exits 3, like the job
 
 \b
-Settings, first found wins: flags; JOBCTL_SERVER, JOBCTL_CERT, JOBCTL_KEY, JOBCTL_CA,
-JOBCTL_USER; the profile (--profile, JOBCTL_PROFILE, else "default") in
-$XDG_CONFIG_HOME/jobctl/config.toml (~/.config/jobctl/config.toml):
+Settings, first found wins: flags, and the profile --profile names; JOBCTL_SERVER,
+JOBCTL_CERT, JOBCTL_KEY, JOBCTL_CA, JOBCTL_USER; the profile JOBCTL_PROFILE names, else
+"default". Profiles are in $XDG_CONFIG_HOME/jobctl/config.toml (~/.config/jobctl/config.toml):
   [profiles.default]
   server = "{DEFAULT_SERVER}"
   cert = "~/pki/alice.pem"
@@ -51,6 +53,7 @@ Shell completion (bash; zsh and fish likewise):
 # Each verb, a module of this package imported only when the verb is used, and the summary
 # `--help` lists: the first sentence of the verb's docstring (a unit test keeps them in step).
 VERBS = {
+    "help": "Show help for jobctl or one of its commands.",
     "list": "List the jobs you may see: id, owner, state, exit, started, command.",
     "nodes": "List a cluster's nodes: name, liveness, running jobs, last heartbeat.",
     "output": "Print a job's output; follow it live until the job ends.",
@@ -75,6 +78,7 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in VERBS and cmd_name not in self.commands:
             module = importlib.import_module(f"{__package__}.{cmd_name}")
+            module.command.params.extend(after_verb_options())  # `jobctl list --profile ops`
             self.add_command(module.command, cmd_name)
         return super().get_command(ctx, cmd_name)
 
@@ -110,7 +114,12 @@ _PATH = click.Path(dir_okay=False)
 @click.option("-c", "--cert", type=_PATH, help="Client certificate (PEM).")
 @click.option("-k", "--key", type=_PATH, help="Client key [the cert's path with .key].")
 @click.option("--ca", type=_PATH, help="CA that signed the server [ca.pem beside the cert].")
-@click.option("--profile", metavar="NAME", help="Profile in the config file [default].")
+@click.option(
+    "--profile",
+    metavar="NAME",
+    help="Profile in the config file [default].",
+    shell_complete=complete_profiles,
+)
 @click.version_option(__version__, "-V", "--version", prog_name="jobctl")
 @click.pass_context
 def cli(

@@ -110,6 +110,7 @@ def _load_profile(path: Path, name: str, *, explicit: bool) -> dict[str, str]:
         data: dict[str, Any] = tomllib.loads(raw.decode("utf-8", "replace"))
     except tomllib.TOMLDecodeError as exc:
         raise CliError(f"{path} is not valid TOML: {exc}.", ExitCode.USAGE) from None
+    _check_tables(path, data)
     profiles = data.get("profiles", {})
     if not isinstance(profiles, dict) or name not in profiles:
         if not explicit:
@@ -119,6 +120,17 @@ def _load_profile(path: Path, name: str, *, explicit: bool) -> dict[str, str]:
             f"No profile '{name}' in {path} (profiles: {known or 'none'}).", ExitCode.USAGE
         )
     return _check_profile(path, name, profiles[name])
+
+
+def _check_tables(path: Path, data: dict[str, Any]) -> None:
+    """Only `[profiles.NAME]` tables: a `[default]` is a mistake worth naming, not ignoring."""
+    for key in data:
+        if key != "profiles":
+            raise CliError(
+                f"Unknown table or key {key!r} in {path}: settings go in a profile table, "
+                f"as [profiles.{key}] (see `jobctl --help`).",
+                ExitCode.USAGE,
+            )
 
 
 def _check_profile(path: Path, name: str, profile: object) -> dict[str, str]:
@@ -155,6 +167,18 @@ def _existing_file(option: str, picked: tuple[str, str, int] | None) -> Path:
     return path
 
 
+def _private_key_file(path: Path) -> Path:
+    """`path`, unless others may read or write it: refused, as ssh refuses such a key."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise CliError(
+            f"Client key {path} is accessible by others (mode {mode:04o}); a private key must "
+            f"be yours alone: chmod 600 {path}",
+            ExitCode.USAGE,
+        )
+    return path
+
+
 _FLAG = {"cert": "-c/--cert", "key": "-k/--key", "ca": "--ca"}
 _WHAT = {"cert": "client certificate", "key": "client key", "ca": "CA certificate"}
 
@@ -166,7 +190,12 @@ _Layer = tuple[str, dict[str, str]]
 def _layers(
     flags: Mapping[str, str | None], env: Mapping[str, str], profile: str | None
 ) -> list[_Layer]:
-    """The sources in precedence order: flags, environment, then the profile (if needed)."""
+    """The sources in precedence order: flags, environment, then the profile (if needed).
+
+    A profile named on the command line (`--profile`) is part of the command line: it beats
+    the environment, as every other flag does (`JOBCTL_CERT` exported, `--profile charlie` still
+    means charlie). A profile from JOBCTL_PROFILE or the default one comes after it.
+    """
     given = {field: str(flags[field]) for field in _FIELDS if flags.get(field)}
     from_env = {field: env[ENV_VARS[field]] for field in _FIELDS if env.get(ENV_VARS[field])}
     layers: list[_Layer] = [("the command line", given), ("the environment", from_env)]
@@ -174,7 +203,8 @@ def _layers(
     if explicit or len(given.keys() | from_env.keys()) < len(_FIELDS):
         name = profile or env.get(PROFILE_ENV) or DEFAULT_PROFILE
         path = config_path(env)
-        layers.append((f"profile '{name}' in {path}", _load_profile(path, name, explicit=explicit)))
+        loaded = (f"profile '{name}' in {path}", _load_profile(path, name, explicit=explicit))
+        layers.insert(1 if profile is not None else 2, loaded)
     return layers
 
 
@@ -213,7 +243,7 @@ def resolve(
         host=host,
         port=port,
         cert=_existing_file("cert", cert),
-        key=_existing_file("key", key),
+        key=_private_key_file(_existing_file("key", key)),
         ca=_existing_file("ca", ca),
         user=user[0] if user else None,
     )

@@ -110,4 +110,26 @@ def call(
     except (CliError, KeyboardInterrupt):
         raise
     except Exception as exc:  # the boundary: every other failure is translated, none leaks
-        raise from_exception(exc, server=settings.server, job=job) from exc
+        raise _explained(exc, settings) or from_exception(
+            exc, server=settings.server, job=job
+        ) from exc
+
+
+# Failures that a certificate of ours the server would not take can explain (TLS 1.3: a closed
+# connection; TLS 1.2 servers and some others: an alert during the handshake).
+_REFUSALS = ("REJECTED", "TLS_HANDSHAKE")
+
+
+def _explained(exc: Exception, settings: Settings) -> CliError | None:
+    """A refused connection, explained by what is wrong with our certificate, if anything."""
+    reason = getattr(exc, "reason", None)
+    if getattr(reason, "name", None) not in _REFUSALS:
+        return None
+    from jobservice.cli.jobctl.certcheck import certificate_problem
+
+    problem = certificate_problem(settings.cert, settings.ca)
+    if problem is None:
+        return None
+    return CliError(
+        f"The server at {settings.server} refused the connection: {problem}.", ExitCode.CONNECTION
+    )

@@ -74,6 +74,12 @@ TABLE: dict[str, Row] = {
         ExitCode.CONNECTION,
         "Cannot connect to {server}: its certificate is not trusted{paren}. " + _CHECK_CA,
     ),
+    "connect:NAME_MISMATCH": Row(
+        ExitCode.CONNECTION,
+        "Cannot connect to {server}: the server's certificate is not for that name{paren}. "
+        "Dial a name it is for (-s NAME:PORT), or have one issued for this name "
+        "(jobd pki add-server --name HOST).",
+    ),
     "connect:TLS_HANDSHAKE": Row(
         ExitCode.CONNECTION, "Cannot connect to {server}: TLS handshake failed{paren}."
     ),
@@ -96,7 +102,10 @@ _LOST = ("StreamTerminatedError", "ProtocolError", "SSLError", "TimeoutError", "
 
 
 def _fill(row: Row, *, job: int | None, server: str, detail: str) -> CliError:
-    detail = detail.strip().rstrip(".")
+    # The detail is the server's (or the network's) text: never raw on the user's terminal.
+    from jobservice.logsafe import escape_controls  # noqa: PLC0415 (errors only: "Cold start")
+
+    detail = escape_controls(detail.strip().rstrip("."))
     message = row.template.format(
         job="?" if job is None else job,
         server=server,

@@ -14,7 +14,7 @@ import click
 from jobservice.cli.jobctl.config import settings_of
 from jobservice.cli.jobctl.connect import call
 from jobservice.cli.jobctl.exitcodes import CliError, ExitCode, from_exception
-from jobservice.cli.jobctl.params import JOB_ID, stream_options
+from jobservice.cli.jobctl.params import JOB_ID, JobIdCommand, stream_options
 
 if TYPE_CHECKING:
     from jobservice.api.v1.jobservice_grpc import JobServiceStub
@@ -86,7 +86,7 @@ def warn_if_truncated(job: JobInfo | None) -> None:
         )
 
 
-@click.command("output")
+@click.command("output", cls=JobIdCommand)
 @click.argument("job_id", type=JOB_ID)
 @stream_options
 @click.option(
@@ -115,5 +115,12 @@ def command(ctx: click.Context, *, job_id: int, streams: str, offset: int) -> in
     async def body(stub: JobServiceStub) -> JobInfo | None:
         return await follow(stub, job_id, streams, sink, server=settings.server)
 
-    warn_if_truncated(call(settings, body, job=job_id, streaming=True))
+    final = call(settings, body, job=job_id, streaming=True)
+    warn_if_truncated(final)
+    if final is not None and offset > final.output_bytes:
+        click.echo(
+            f"jobctl: --offset {offset} is past the end of Job '{job_id}''s output "
+            f"({final.output_bytes} bytes): nothing to show.",
+            err=True,
+        )
     return 0

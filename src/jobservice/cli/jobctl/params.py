@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+from click.shell_completion import CompletionItem
 
 if TYPE_CHECKING:
     from jobservice.core.model import JobLimits
 
-__all__ = ["JOB_ID", "JobIdType", "env_dir_options", "limit_options", "limits_of", "stream_options"]
+__all__ = [
+    "JOB_ID",
+    "MAX_JOB_ID",
+    "JobIdCommand",
+    "JobIdType",
+    "env_dir_options",
+    "limit_options",
+    "limits_of",
+    "stream_options",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+# Job ids are uint64 on the wire.
+MAX_JOB_ID = 2**64 - 1
+_NEGATIVE = re.compile(r"-[0-9]+")
 
 
 class JobIdType(click.ParamType[int, Any]):
@@ -24,25 +40,62 @@ class JobIdType(click.ParamType[int, Any]):
         if isinstance(value, int):
             return value
         text = str(value).strip()
-        if not text.isdigit():
-            self.fail(f"{value!r} is not a job id (job ids are whole numbers from 0).", param, ctx)
+        if not (text.isascii() and text.isdigit()):
+            self.fail(f"{value!r} is not a job id: {_JOB_IDS}.", param, ctx)
+        if int(text) > MAX_JOB_ID:
+            self.fail(f"{text} is not a job id: too large ({_JOB_IDS}).", param, ctx)
         return int(text)
+
+    def shell_complete(
+        self, ctx: click.Context, param: click.Parameter, incomplete: str
+    ) -> list[CompletionItem]:
+        from jobservice.cli.jobctl.complete import complete_job_ids  # noqa: PLC0415
+
+        return complete_job_ids(ctx, incomplete)
+
+
+_JOB_IDS = f"job ids are non-negative integers, at most {MAX_JOB_ID}"
+
+
+class JobIdCommand(click.Command):
+    """A verb whose arguments are job ids: `-1` is a bad id, not an unknown option."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        for word in args:
+            if word == "--":
+                break
+            if _NEGATIVE.fullmatch(word):
+                raise click.BadParameter(
+                    f"{word!r} is not a job id: {_JOB_IDS}.", ctx=ctx, param_hint="'JOB_ID'"
+                )
+        return super().parse_args(ctx, args)
 
 
 JOB_ID = JobIdType()
 
 
 def stream_options(func: F) -> F:
-    """--stdout | --stderr | --all, stored as `streams`; default all."""
+    """--stdout, --stderr, --all, stored as `streams`: both when both or none are given."""
     for name, text in (
         ("all", "Both streams, each to its own (default)."),
-        ("stderr", "Only the job's stderr (written to stderr)."),
-        ("stdout", "Only the job's stdout."),
+        ("stderr", "The job's stderr (written to stderr); with --stdout, both."),
+        ("stdout", "The job's stdout; with --stderr, both."),
     ):
         func = click.option(
-            f"--{name}", "streams", flag_value=name, default=name == "all", help=text
+            f"--{name}",
+            "streams",
+            flag_value=name,
+            multiple=True,  # the three share one list of what was asked for
+            callback=_selected_streams,
+            help=text,
         )(func)
     return func
+
+
+def _selected_streams(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> str:
+    """ "stdout" or "stderr" when only that one was asked for, else "all"."""
+    asked = set(value)
+    return asked.pop() if len(asked) == 1 else "all"
 
 
 def env_dir_options(func: F) -> F:
@@ -53,15 +106,15 @@ def env_dir_options(func: F) -> F:
         default="",
         metavar="DIR",
         help="Working directory on the server host; relative paths are made absolute "
-        "against yours. Default: /.",
+        "against yours. Default: the home of the account the job runs as.",
     )(func)
     return click.option(
         "--envs",
         multiple=True,
         metavar="NAME=VALUE",
-        help="One environment variable of the job; repeat for more. The job gets exactly "
-        "these (nothing leaks from the server's environment); with none, its command is "
-        "looked up on the server's safe default PATH.",
+        help="One environment variable of the job; repeat for more. The job gets these "
+        "(nothing leaks from the server's environment), and PATH (a safe default) and HOME "
+        "where they leave them unset.",
     )(func)
 
 

@@ -46,6 +46,7 @@ _OPTIONS = {
     "--profile": "profile",
 }
 _PATHS = ("cert", "key", "ca")  # click.Path(dir_okay=False) options
+_MAX_JOB_ID = 2**64 - 1  # params.MAX_JOB_ID, here so that click is not imported
 _COMPLETE_VAR = "_JOBCTL_COMPLETE"  # set by the shell completion scripts; click handles it
 
 
@@ -75,6 +76,8 @@ def parse_plain(args: Sequence[str], env: Mapping[str, str]) -> PlainStatus | No
         del rest[:used]
     job_ids = [word for word in rest[1:] if word != "--json"]
     if not rest or len(job_ids) != 1 or not (job_ids[0].isascii() and job_ids[0].isdigit()):
+        return None
+    if int(job_ids[0]) > _MAX_JOB_ID:  # click says why
         return None
     given = Globals(**{field: values.get(field) for field in _OPTIONS.values()})
     return PlainStatus(given, int(job_ids[0]), as_json="--json" in rest)

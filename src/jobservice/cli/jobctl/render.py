@@ -16,6 +16,7 @@ from jobservice.core.model import JobInfo, JobState
 
 __all__ = [
     "columns",
+    "details",
     "exit_text",
     "job_json",
     "list_table",
@@ -55,7 +56,30 @@ def status_line(job: JobInfo) -> str:
     return f"Job '{job.id}': Exited: {exit_text(job)}"
 
 
-def stopped_line(job_id: int) -> str:
+def details(job: JobInfo) -> str:
+    """`status -v`'s lines under the status line: who, what, where, when, how much."""
+    # Text from the job's owner: escaped (logsafe brings json, so only here: "Cold start").
+    from jobservice.cli.text import shell_join  # noqa: PLC0415
+    from jobservice.logsafe import escape_controls  # noqa: PLC0415
+
+    fields = [
+        ("owner", escape_controls(job.owner)),
+        ("command", shell_join((job.command, *job.args))),
+        ("dir", escape_controls(job.dir)),
+        ("started", _started(job.started_at)),
+        ("ended", _started(job.ended_at)),
+        ("output", f"{job.output_bytes} bytes" + (" (truncated)" if job.output_truncated else "")),
+    ]
+    return "\n".join(f"  {name + ':':9}{value}" for name, value in fields)
+
+
+def stopped_line(job_id: int, job: JobInfo | None = None) -> str:
+    """`Stopped Job '42'`; and how, when SIGTERM was not enough (the job ignored it)."""
+    if job is not None and job.exit is not None and job.exit.signal_name == "SIGKILL":
+        return (
+            f"Stopped Job '{job_id}': killed (SIGKILL) after it ignored SIGTERM for the grace "
+            "period"
+        )
     return f"Stopped Job '{job_id}'"
 
 
@@ -108,7 +132,9 @@ def list_table(jobs: list[JobInfo]) -> str:
 
     Jobs of a cluster (any job with a node) add a NODE column after OWNER.
     """
-    import shlex  # noqa: PLC0415 (only `list` needs it: docs/cli.md "Cold start")
+    # Only `list` needs these (logsafe brings json): docs/cli.md "Cold start".
+    from jobservice.cli.text import shell_join  # noqa: PLC0415
+    from jobservice.logsafe import escape_controls  # noqa: PLC0415
 
     nodes = any(job.node for job in jobs)
     header: tuple[str, ...] = ("ID", "OWNER", "STATE", "EXIT", "STARTED", "COMMAND")
@@ -117,12 +143,12 @@ def list_table(jobs: list[JobInfo]) -> str:
     rows = [
         (
             str(job.id),
-            job.owner,
-            *((job.node or "-",) if nodes else ()),
+            escape_controls(job.owner),
+            *((escape_controls(job.node or "-"),) if nodes else ()),
             state_text(job),
             exit_text(job) or "-",
             _started(job.started_at),
-            shlex.join((job.command, *job.args)),
+            shell_join((job.command, *job.args)),
         )
         for job in jobs
     ]

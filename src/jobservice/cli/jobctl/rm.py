@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 import click
 
 from jobservice.cli.jobctl.config import settings_of
-from jobservice.cli.jobctl.connect import RPC_TIMEOUT, call
-from jobservice.cli.jobctl.exitcodes import CliError, ExitCode, from_exception
-from jobservice.cli.jobctl.params import JOB_ID
+from jobservice.cli.jobctl.connect import RPC_TIMEOUT
+from jobservice.cli.jobctl.each import for_each_job
+from jobservice.cli.jobctl.exitcodes import CliError, ExitCode
+from jobservice.cli.jobctl.params import JOB_ID, JobIdCommand
 from jobservice.cli.jobctl.render import removed_line, still_running_line
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["command"]
 
 
-@click.command("rm")
+@click.command("rm", cls=JobIdCommand)
 @click.argument("job_ids", metavar="JOB_ID...", nargs=-1, required=True, type=JOB_ID)
 @click.pass_context
 def command(ctx: click.Context, *, job_ids: tuple[int, ...]) -> int:
@@ -32,30 +33,20 @@ def command(ctx: click.Context, *, job_ids: tuple[int, ...]) -> int:
     stop it first.", exit status 1); it takes the permission to stop the job. The server also
     removes finished jobs on its own after a while (docs/retention.md).
     """
-    settings = settings_of(ctx)
 
-    async def body(stub: JobServiceStub) -> list[CliError]:
+    async def remove(stub: JobServiceStub, job_id: int) -> None:
         from jobservice.api.v1 import jobservice_pb2 as pb
 
-        errors = []
-        for job_id in job_ids:
-            try:
-                await stub.Remove(pb.RemoveRequest(job_id=job_id), timeout=RPC_TIMEOUT)
-            except Exception as exc:
-                if getattr(exc, "status", None) is None:  # not an answer: the connection broke
-                    raise
-                errors.append(_error(exc, settings.server, job_id))
-                click.echo(errors[-1].message, err=True)
-            else:
-                click.echo(removed_line(job_id))
-        return errors
+        await stub.Remove(pb.RemoveRequest(job_id=job_id), timeout=RPC_TIMEOUT)
 
-    errors = call(settings, body, job=job_ids[0] if len(job_ids) == 1 else None)
-    return int(errors[0].code) if errors else 0
+    def show(job_id: int, _: None) -> None:
+        click.echo(removed_line(job_id))
+
+    return for_each_job(settings_of(ctx), job_ids, remove, show, explain=_still_running)
 
 
-def _error(exc: Exception, server: str, job_id: int) -> CliError:
-    error = from_exception(exc, server=server, job=job_id)
-    if error.code is ExitCode.NOT_RUNNING:  # FAILED_PRECONDITION: for rm, it still runs
+def _still_running(error: CliError, job_id: int) -> CliError:
+    """For rm, FAILED_PRECONDITION means the job still runs, not that it has ended."""
+    if error.code is ExitCode.NOT_RUNNING:
         return CliError(still_running_line(job_id), ExitCode.NOT_RUNNING)
     return error

@@ -6,12 +6,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from jobservice.cli.jobctl.config import settings_of
 from jobservice.cli.jobctl.connect import call
+from jobservice.cli.jobctl.exitcodes import CliError, ExitCode
 from jobservice.cli.jobctl.output import Sink, follow, warn_if_truncated
 from jobservice.cli.jobctl.params import (
     env_dir_options,
@@ -21,6 +25,7 @@ from jobservice.cli.jobctl.params import (
 )
 from jobservice.cli.jobctl.plain_status import job_status
 from jobservice.cli.jobctl.start import StartArgs, start_job
+from jobservice.cli.jobctl.stdin import forward_stdin, warn_if_dropped
 from jobservice.cli.jobctl.stop import stop_job
 
 if TYPE_CHECKING:
@@ -30,14 +35,32 @@ if TYPE_CHECKING:
 __all__ = ["command"]
 
 # Signals that, as for a local command, end the job too: the remote job is stopped first.
-_FORWARDED = ("SIGINT", "SIGTERM")
+# SIGHUP is the terminal closing: as ssh's remote command, the job dies with the session.
+_FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP")
 
 
-async def _stop_after_interrupt(stub: JobServiceStub, job_id: int) -> None:
+def _notice(text: str) -> None:
+    """A line on stderr that may find no reader (a closed terminal): never fails."""
+    import sys
+
+    try:
+        # On a terminal, after the "^C" it echoed or a job's unfinished line: a line of its own.
+        start = "\n" if sys.stderr.isatty() else ""
+        click.echo(f"{start}jobctl: {text}", err=True)
+    except OSError:
+        pass
+
+
+async def _stop_after_interrupt(stub: JobServiceStub, job_id: int, signum: int | None) -> None:
+    """Stop the job after signal `signum`, or quietly (None) after our reader left."""
+    import signal
+
     from grpclib.const import Status
     from grpclib.exceptions import GRPCError
 
-    click.echo(f"jobctl: interrupted, stopping Job '{job_id}'", err=True)
+    if signum is not None:
+        why: dict[int, str] = {signal.SIGHUP: "terminal closed", signal.SIGTERM: "terminated"}
+        _notice(f"{why.get(signum, 'interrupted')}, stopping Job '{job_id}'")
     try:
         await stop_job(stub, job_id)
     except GRPCError as exc:
@@ -46,7 +69,7 @@ async def _stop_after_interrupt(stub: JobServiceStub, job_id: int) -> None:
 
 
 class _Interrupts:
-    """SIGINT/SIGTERM during `run`: remember the first and cancel the follow, if it has begun.
+    """SIGINT/SIGTERM/SIGHUP in `run`: remember the first and cancel the follow, if it has begun.
 
     Installed before the job starts, so a Ctrl-C that lands while it is starting still stops
     it; removed before the job is stopped, so a second Ctrl-C ends jobctl at once.
@@ -81,11 +104,13 @@ class _Interrupts:
 
 
 async def _run(stub: JobServiceStub, spec: StartArgs, streams: str, server: str) -> int:
-    import asyncio
 
     final: JobInfo | None = None
+    feeding: asyncio.Future[None] | None = None
     with _Interrupts() as interrupts:
         job = await start_job(stub, spec)
+        if spec.stdin:
+            feeding = asyncio.ensure_future(forward_stdin(stub, job.id))
         if interrupts.caught is None:
             interrupts.task = asyncio.ensure_future(
                 follow(stub, job.id, streams, Sink(), server=server)
@@ -95,10 +120,28 @@ async def _run(stub: JobServiceStub, spec: StartArgs, streams: str, server: str)
             except asyncio.CancelledError:
                 if interrupts.caught is None:
                     raise
+            except CliError as exc:
+                if exc.code is not ExitCode.BROKEN_PIPE:
+                    raise
+                # Our reader left (`| head -1`): as a local command would, the job ends too.
+                await _stop_after_interrupt(stub, job.id, None)
+                raise
+        if feeding is not None:
+            await _stop_feeding(feeding)
     if interrupts.caught is not None:
-        await _stop_after_interrupt(stub, job.id)
+        await _stop_after_interrupt(stub, job.id, interrupts.caught)
         return 128 + interrupts.caught
     return await _exit_status(stub, job.id, final)
+
+
+async def _stop_feeding(feeding: asyncio.Future[None]) -> None:
+    """The job has ended (or we stop it): what is left of our stdin has nowhere to go."""
+    from grpclib.exceptions import GRPCError
+
+    feeding.cancel()
+    # Cancelled here, or refused: the job's stdin was closed (it ended, or closed it itself).
+    with contextlib.suppress(asyncio.CancelledError, GRPCError):
+        await feeding
 
 
 async def _exit_status(stub: JobServiceStub, job_id: int, final: JobInfo | None) -> int:
@@ -112,6 +155,13 @@ async def _exit_status(stub: JobServiceStub, job_id: int, final: JobInfo | None)
 @stream_options
 @env_dir_options
 @limit_options
+@click.option(
+    "-i",
+    "--stdin",
+    "forward",
+    is_flag=True,
+    help="Forward jobctl's stdin to the job's (end-of-file closes it), as ssh does.",
+)
 @click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- CMD ARG...")
 @click.pass_context
 def command(
@@ -121,6 +171,7 @@ def command(
     streams: str,
     envs: tuple[str, ...],
     directory: str,
+    forward: bool,
     argv: tuple[str, ...],
     **limits: Any,
 ) -> int:
@@ -135,9 +186,14 @@ def command(
       jobctl run -- sh -c 'exit 3'; echo $?         # 3
       jobctl run --dir . --envs PATH=/usr/bin:/bin -- make test
       jobctl run --memory 1G --timeout 10m -- make test
+      echo hello | jobctl run -i -- tr a-z A-Z        # HELLO
     """
-    spec = StartArgs.build(None, (), envs, directory, argv, limits=limits_of(limits))
+    spec = dataclasses.replace(
+        StartArgs.build(None, (), envs, directory, argv, limits=limits_of(limits)), stdin=forward
+    )
     settings = settings_of(ctx)
+    if not forward:
+        warn_if_dropped()
 
     async def body(stub: JobServiceStub) -> int:
         return await _run(stub, spec, streams, settings.server)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
 
 __all__ = ["StartArgs", "command", "start_job"]
 
+# NAME=VALUE with a NAME a shell can use (POSIX: letters, digits and _, not starting with a digit).
+_ENV_ENTRY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=.*", re.DOTALL)
+
 
 @dataclass(frozen=True, slots=True)
 class StartArgs:
@@ -36,6 +40,7 @@ class StartArgs:
     env: tuple[str, ...]
     limits: JobLimits = NO_LIMITS
     node: str = ""  # a cluster node to run it on; empty: any agent with capacity
+    stdin: bool = False  # keep the job's stdin open for `run -i` to feed
 
     @classmethod
     def build(
@@ -51,7 +56,12 @@ class StartArgs:
     ) -> StartArgs:
         """Check and merge the two ways of naming a command; raise click.UsageError if wrong."""
         if cmd and argv:
-            raise click.UsageError("Give the command either with --cmd or after --, not both.")
+            words = " ".join(argv)
+            raise click.UsageError(
+                f"Unexpected {words!r} after --cmd {cmd}: with --cmd, give each argument with "
+                f"--args (--cmd {cmd} --args {argv[0]}), or the whole command after -- "
+                f"(-- {cmd} {words})."
+            )
         if argv and args:
             raise click.UsageError("--args goes with --cmd; after -- every word is an argument.")
         if cmd:
@@ -60,14 +70,36 @@ class StartArgs:
             name, arguments = argv[0], tuple(argv[1:])
         else:
             raise click.UsageError("No command: use --cmd CMD or -- CMD ARG...")
+        _check_text("--cmd" if cmd else "CMD", [name])
+        _check_text("--args" if cmd else "ARG", arguments)
+        _check_text("--envs", envs)
+        _check_text("--dir", [directory])
         for entry in envs:
-            if "=" not in entry or entry.startswith("="):
-                raise click.BadParameter(f"{entry!r} is not NAME=VALUE.", param_hint="'--envs'")
+            if not _ENV_ENTRY.fullmatch(entry):
+                raise click.BadParameter(
+                    f"{entry!r} is not NAME=VALUE with a NAME of letters, digits and '_' that "
+                    "does not start with a digit.",
+                    param_hint="'--envs'",
+                )
         # A relative directory means one relative to where the user stands, as locally.
         where = os.path.abspath(directory) if directory else ""
         return cls(
             command=name, args=arguments, dir=where, env=tuple(envs), limits=limits, node=node
         )
+
+
+def _check_text(option: str, values: Sequence[str]) -> None:
+    """Refuse bytes that are not UTF-8 (a job's words are text on the wire), as a usage error."""
+    for value in values:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # what Python makes of non-UTF-8 bytes in argv
+            raw = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise click.BadParameter(
+                f"'{raw}' is not valid UTF-8; a job's command, arguments, environment and "
+                "directory are text.",
+                param_hint=f"'{option}'",
+            ) from None
 
 
 async def start_job(stub: JobServiceStub, spec: StartArgs) -> JobInfo:
@@ -80,6 +112,7 @@ async def start_job(stub: JobServiceStub, spec: StartArgs) -> JobInfo:
         dir=spec.dir,
         env=list(spec.env),
         node=spec.node,
+        stdin=spec.stdin,
     )
     limits = spec.limits
     if limits.cpu is not None:

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 import click
 
 from jobservice.cli.jobctl.config import settings_of
-from jobservice.cli.jobctl.connect import call
-from jobservice.cli.jobctl.params import JOB_ID
+from jobservice.cli.jobctl.each import for_each_job
+from jobservice.cli.jobctl.params import JOB_ID, JobIdCommand
 from jobservice.cli.jobctl.render import stopped_line
+from jobservice.core.model import JobInfo
 
 if TYPE_CHECKING:
     from jobservice.api.v1.jobservice_grpc import JobServiceStub
@@ -21,27 +22,26 @@ if TYPE_CHECKING:
 __all__ = ["command", "stop_job"]
 
 
-async def stop_job(stub: JobServiceStub, job_id: int) -> None:
-    """Stop the job; returns once it has exited (no timeout: the server's grace period rules)."""
-    from jobservice.api.v1 import jobservice_pb2 as pb
+async def stop_job(stub: JobServiceStub, job_id: int) -> JobInfo:
+    """Stop the job; its final status, once it has exited (the server's grace period rules)."""
+    from jobservice.api import pb, status_to_info
 
-    await stub.Stop(pb.StopRequest(job_id=job_id))
+    response = await stub.Stop(pb.StopRequest(job_id=job_id))
+    return status_to_info(response.status)
 
 
-@click.command("stop")
-@click.argument("job_id", type=JOB_ID)
+@click.command("stop", cls=JobIdCommand)
+@click.argument("job_ids", nargs=-1, required=True, type=JOB_ID, metavar="JOB_ID...")
 @click.pass_context
-def command(ctx: click.Context, *, job_id: int) -> int:
+def command(ctx: click.Context, *, job_ids: tuple[int, ...]) -> int:
     """Stop a running job and wait until it has exited.
 
-    Prints "Stopped Job 'N'". A job that already ended gives "Job 'N' is not running." and
-    exit status 1.
+    Prints "Stopped Job 'N'", and says so when the job ignored SIGTERM and was killed. A job
+    that already ended gives "Job 'N' is not running." and exit status 1. Several ids are
+    stopped at once, a line each; the exit status is the first error's.
     """
-    settings = settings_of(ctx)
 
-    async def body(stub: JobServiceStub) -> None:
-        await stop_job(stub, job_id)
+    def show(job_id: int, job: JobInfo) -> None:
+        click.echo(stopped_line(job_id, job))
 
-    call(settings, body, job=job_id)
-    click.echo(stopped_line(job_id))
-    return 0
+    return for_each_job(settings_of(ctx), job_ids, stop_job, show, concurrently=True)

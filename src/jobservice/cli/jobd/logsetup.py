@@ -20,3 +20,7 @@ def configure_logging(verbose: bool) -> None:
     logging.captureWarnings(True)  # as records too: no line on stderr that is not one
     for noisy in ("hpack", "h2"):  # frame-level chatter is not what -v is for
         logging.getLogger(noisy).setLevel(logging.INFO)
+    # grpclib reports a client that hangs up mid-call (a follower's Ctrl-C) as "Request was
+    # cancelled: Stream reset by remote party", which reads as a server error; the audit line
+    # already says result=CANCELLED. Its warnings and errors still show.
+    logging.getLogger("grpclib.server").setLevel(logging.WARNING)

@@ -45,7 +45,11 @@ def pki() -> None:
     help="A cluster front (jobd serve --nats): fronts/NAME.pem, clientAuth.",
 )
 @click.option("--days", default=365, show_default=True, help="Validity of every certificate.")
-@click.option("--force", is_flag=True, help="Overwrite files that already exist.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace an existing PKI, CA included: every certificate it issued stops working.",
+)
 def init(
     *,
     out: Path,
@@ -74,7 +78,13 @@ def init(
         if nodes or fronts:
             _issue_cluster(out, nodes, fronts, days=days, overwrite=force)
     except PKIError as exc:
-        raise click.ClickException(str(exc)) from None
+        hint = ""
+        if "refusing to overwrite" in str(exc):
+            hint = (
+                f"; to add users to this PKI: jobd pki add-user --out {out} NAME...; to start "
+                "over with a new CA (every certificate of the old one stops working): --force"
+            )
+        raise click.ClickException(f"{exc}{hint}") from None
     click.echo(f"wrote a development PKI to {out} ({', '.join(('ca', 'server', *users))})")
 
 
@@ -94,3 +104,64 @@ def _issue_cluster(
                 raise PKIError(f"{path} exists (use --force to overwrite)")
             path.unlink(missing_ok=True)
     cluster_pki.issue_cluster_certificates(ca, out, nodes, fronts, days=days)
+
+
+_OUT = click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="The PKI's directory, with ca.pem and ca.key (from `jobd pki init`).",
+)
+_DAYS = click.option("--days", default=365, show_default=True, help="Validity.")
+
+
+@pki.command("add-user")
+@_OUT
+@_DAYS
+@click.argument("users", nargs=-1, required=True, metavar="NAME...")
+def add_user(out: Path, days: int, users: tuple[str, ...]) -> None:
+    """Issue NAME.pem/NAME.key for each NAME from the PKI's CA; nothing else changes.
+
+    \b
+    Example:
+      jobd pki add-user --out ./pki dana erin
+    """
+    from jobservice.security.pki import add_users  # noqa: PLC0415 (see init)
+
+    try:
+        add_users(out, users, days=days)
+    except PKIError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"added to the PKI in {out}: {', '.join(users)}")
+
+
+@pki.command("add-server")
+@_OUT
+@_DAYS
+@click.option(
+    "--name",
+    "names",
+    multiple=True,
+    required=True,
+    metavar="HOST",
+    help="A DNS name or IP address clients will dial; repeat for more.",
+)
+def add_server(out: Path, days: int, names: tuple[str, ...]) -> None:
+    """Issue a server certificate for other names (server-HOST.pem/.key) from the PKI's CA.
+
+    Clients check that the name they dial (-s HOST:PORT) is one the server's certificate is
+    for; `jobd pki init` makes one for localhost, 127.0.0.1 and ::1 only.
+
+    \b
+    Example:
+      jobd pki add-server --out ./pki --name jobs.example.com --name 10.0.0.5
+      jobd serve --cert ./pki/server-jobs.example.com.pem \\
+          --key ./pki/server-jobs.example.com.key --ca ./pki/ca.pem ...
+    """
+    from jobservice.security.pki import add_server as issue  # noqa: PLC0415 (see init)
+
+    try:
+        cert, key = issue(out, names, days=days)
+    except PKIError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {cert} and {key} (for {', '.join(names)})")

@@ -18,6 +18,7 @@ import click
 from jobservice._upstream.hyperframe import quiet_data_frame_repr
 from jobservice.address import format_address, parse_address
 from jobservice.api.server import JobServer, ServerConfig, config_default
+from jobservice.cli.jobd import preflight
 from jobservice.cli.jobd.confine import confine_options, confinement_from
 from jobservice.cli.jobd.logsetup import configure_logging
 from jobservice.cli.jobd.units import BYTES, DURATION
@@ -30,7 +31,7 @@ from jobservice.store import SqliteStore, StoreError
 if TYPE_CHECKING:
     from jobservice.cluster.connect import NatsSettings
 
-__all__ = ["default_data_dir", "fds_needed", "nats_options", "serve"]
+__all__ = ["default_data_dir", "fds_needed", "nats_options", "on_hangup", "serve"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -263,6 +264,11 @@ def serve(
         raise click.BadParameter(str(exc), param_hint="--listen") from None
     data_dir = data_dir or default_data_dir()
     the_policy = _load_policy(policy)
+    preflight.check_server_certificate(ca, cert, key)
+    preflight.warn_about_exposure(key)
+    # Before the cgroups and the store: a second jobd must not touch the first's (nor "recover"
+    # its running jobs as crashed ones).
+    lock = preflight.lock_data_dir(data_dir)  # held until jobd exits
     confinement, jobs = confinement_from(confine, data_dir, cgroup_root, limit_options, the_policy)
     config = ServerConfig(
         host=host,
@@ -299,6 +305,7 @@ def serve(
             asyncio.run(_serve(config, None if no_store else _open_store(config.data_dir)))
     finally:
         confinement.close()  # also when jobd did not get as far as running a job
+        os.close(lock)
 
 
 def _nats_settings(
@@ -381,15 +388,25 @@ async def _serve(config: ServerConfig, store: JobStore | None) -> None:
             f"cannot listen on {format_address(config.host, config.port)}: {reason}"
         ) from None
     stop = _stop_on_signals()
-    click.echo(f"jobd listening on {format_address(host, port)}", err=True)
+    # A log record like every other line of the log: with its timestamp.
+    log.info("jobd listening on %s", format_address(host, port))
     await stop.wait()
     log.info("shutting down: stopping running jobs and ending streams")
     await server.shutdown()
     log.info("stopped")
 
 
+def on_hangup() -> None:
+    """SIGHUP: log it and keep serving, as a daemon should (closing a terminal sends one).
+
+    The one place SIGHUP is handled, so that a reload can take it over. Running jobs are never
+    affected: each is in its own session, away from jobd's terminal.
+    """
+    log.warning("received SIGHUP: ignored, jobd keeps running (stop it with SIGTERM)")
+
+
 def _stop_on_signals() -> asyncio.Event:
-    """An event set by the first SIGTERM or SIGINT; a second one exits at once."""
+    """An event set by the first SIGTERM or SIGINT; a second exits at once. SIGHUP: on_hangup."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -402,6 +419,7 @@ def _stop_on_signals() -> asyncio.Event:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     return stop
 
 
@@ -433,7 +451,7 @@ async def _serve_cluster(config: ServerConfig, cluster: NatsSettings) -> None:
             f"cannot listen on {format_address(config.host, config.port)}: {exc}"
         ) from None
     stop = _stop_on_signals()
-    click.echo(f"jobd listening on {format_address(host, port)}", err=True)
+    log.info("jobd listening on %s", format_address(host, port))  # timestamped, as every line
     await stop.wait()
     log.info("shutting down: ending streams (jobs keep running on their agents)")
     await server.shutdown()

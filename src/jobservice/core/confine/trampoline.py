@@ -52,7 +52,14 @@ if ($uid ne "-") {
         if $< != $uid || $> != $uid || $( != $gid || $) != $gid;
 }
 chdir($dir) or fail(126, "cannot enter directory $dir: $!");
-exec {$exe} @ARGV or fail($!{ENOENT} ? 127 : 126, "cannot execute $exe: $!");
+exec {$exe} @ARGV;
+my ($why, $missing) = ("$!", $!{ENOENT});
+# ENOENT for a file that exists: its #! line names a program that does not (as bash says).
+if ($missing && -e $exe && open(my $s, "<", $exe)) {
+    my $line = <$s> // "";
+    $why = "bad interpreter $1: $why" if $line =~ /^#!\s*(\S+)/;
+}
+fail($missing ? 127 : 126, "cannot execute $exe: $why");
 """
 
 
