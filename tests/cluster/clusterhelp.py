@@ -141,9 +141,7 @@ class Cluster:
                 fronts=FRONTS,
             )
         )
-        server.process = self._spawn(
-            f"nats-{server.plan.name}", [nats_server_binary(), "-c", str(config)]
-        )
+        server.process = self.spawn(f"nats-{server.plan.name}", ["-c", str(config)])
 
     def start_agent(self, name: str, *extra: str) -> Process:
         """`jobd agent --name NAME`, ready (its heartbeat is in the cluster)."""
@@ -178,6 +176,10 @@ class Cluster:
         )
         self.fronts.append(front)
         return front
+
+    def spawn(self, name: str, server_args: list[str]) -> Process:
+        """A nats-server with `server_args`, stopped with the rest."""
+        return self._spawn(name, [nats_server_binary(), *server_args])
 
     def _spawn(self, name: str, command: list[str]) -> Process:
         log_path = self.workdir / f"{name}-{len(self.processes)}.log"

@@ -3,7 +3,8 @@ each user allowed exactly the subjects its role needs (docs/cluster.md, "Securit
 
 Fronts submit start and stop requests and may write a Lost record and its end marker; agents
 publish output and records and heartbeat under their own name; any other certificate from the
-CA (a user's) maps to no user and is refused.
+CA (a user's) maps to no user and is refused. Routes between servers accept node certificates
+only.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from jobservice.security.cluster_pki import (
     FRONT_UNIT,
     NODE_UNIT,
+    ROUTE_NAME,
     node_paths,
     validate_node_name,
 )
@@ -79,7 +81,9 @@ def server_config(
             "name": "jobd",
             "listen": f"{plan.host}:{plan.cluster_port}",
             "routes": [f"tls://{r}" for r in routes],
-            "tls": {**tls, "verify": True},
+            # Mutual TLS, and only a node certificate (which alone names ROUTE_NAME) may route.
+            "tls": {**tls, "verify_and_map": True},
+            "authorization": {"user": ROUTE_NAME},
         },
     }
     if not routes:

@@ -28,6 +28,7 @@ __all__ = [
     "FRONT_UNIT",
     "NODE_NAME",
     "NODE_UNIT",
+    "ROUTE_NAME",
     "front_paths",
     "issue_cluster_certificates",
     "node_paths",
@@ -37,6 +38,10 @@ __all__ = [
 
 NODE_UNIT = "jobd-node"
 FRONT_UNIT = "jobd-front"
+# A DNS name every node certificate carries and no other does: the NATS servers accept a route
+# (another server joining the cluster) only from a certificate that maps to this name, so
+# neither a user's nor a front's certificate from the same CA can join.
+ROUTE_NAME = "jobd-route"
 # A node name is one NATS subject token (no dots or wildcards) and a CN.
 NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
@@ -75,10 +80,11 @@ def issue_cluster_certificates(
 ) -> None:
     """Write nodes/NAME.{pem,key} and fronts/NAME.{pem,key} under `out`."""
     for name in nodes:
-        validate_node_name(name)
+        if validate_node_name(name) == ROUTE_NAME:
+            raise PKIError(f"{ROUTE_NAME!r} is the name every node certificate carries")
         cert, key = node_paths(out, name)
         cert.parent.mkdir(mode=0o700, exist_ok=True)
-        hosts = (name, *SERVER_HOSTS) if name not in SERVER_HOSTS else SERVER_HOSTS
+        hosts = (*dict.fromkeys((name, ROUTE_NAME, *SERVER_HOSTS)),)
         issue_certificate(
             ca,
             name,
