@@ -52,6 +52,14 @@ class Authorizer:
         self._policy = policy
         self._owner_of = owner_of
 
+    def use(self, policy: Policy) -> None:
+        """Decide with `policy` from now on (a reload); calls already authorized go on."""
+        self._policy = policy
+
+    def is_known(self, user: str) -> bool:
+        """Whether `user` is in the policy at all (has any grant)."""
+        return self._policy.is_known(user)
+
     def authorize(self, caller: Identity, rpc: str, job_id: int | None) -> None:
         """Return if `caller` may make `rpc` (on `job_id`); else raise the error to answer."""
         rule = RULES[rpc]

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import ssl
 from collections import Counter
+from collections.abc import Callable, Iterator
 from typing import cast
 
 from grpclib.protocol import H2Protocol
@@ -90,6 +91,18 @@ class GatedServer(grpclib_h2.ServerBase):
         for connection in list(self.connections):
             connection.close()
 
+    def use_context(self, context: ssl.SSLContext) -> None:
+        """Handshake new connections with `context` (a reload); open ones keep their session."""
+        self._context = context
+
+    def close_where(self, condition: Callable[[ssl.SSLObject], bool]) -> Iterator[tuple[str, str]]:
+        """Close each open connection whose TLS session meets `condition`; yield (peer, user)."""
+        for connection in list(self.connections):
+            ssl_object = connection.ssl_object
+            if ssl_object is not None and condition(ssl_object):
+                connection.close()
+                yield connection.peer, connection.user
+
     def accept(self, transport: asyncio.Transport) -> None:
         """Step 1: count the new TCP connection, or drop it at once when the server is full."""
         if len(self.connections) + len(self.handshakes) >= self.max_connections:
@@ -152,6 +165,7 @@ class _Connection(H2Protocol):
         super().__init__(*server.protocol_args())
         self._owner = server
         self._peer = peer
+        self.ssl_object: ssl.SSLObject | None = None
         self._early: bytearray | None = bytearray()
         self._resets = ResetBudget()
 
@@ -166,6 +180,7 @@ class _Connection(H2Protocol):
             transport.abort()  # no close_notify, no flush: just drop
             return
         self._admitted = True
+        self.ssl_object = transport.get_extra_info("ssl_object")
         self._owner.connections.add(self)
         self._owner.users[self.user] += 1
         # Every write, grpclib's and ours (GOAWAY), goes through the wrapper: one TLS record
@@ -231,6 +246,10 @@ class _Connection(H2Protocol):
             if not self._owner.users[self.user]:
                 del self._owner.users[self.user]
             super().connection_lost(exc)
+
+    @property
+    def peer(self) -> str:
+        return self._peer
 
     def close(self) -> None:
         if self._transport is not None:

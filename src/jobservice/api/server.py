@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Callable, Iterator
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,12 @@ from jobservice.api.codec import PassThroughCodec
 from jobservice.api.connections import GatedServer
 from jobservice.api.dispatch import Dispatcher
 from jobservice.api.jobsettings import JobSettings, default_run_as
+from jobservice.api.reload import ReloadOutcome, TLSMaterial, load_tls, reload_server
 from jobservice.api.servicer import RpcBodies
 from jobservice.core import JobCoordinator, Limits, Retention
 from jobservice.core.backend import JobBackend, NodeDirectory
 from jobservice.core.confine import Confinement
 from jobservice.core.store import JobStore
-from jobservice.security import tls
 from jobservice.security.policy import Policy
 
 __all__ = ["JobServer", "JobSettings", "ServerConfig", "config_default", "default_run_as"]
@@ -48,6 +49,9 @@ class ServerConfig:
     key: Path
     data_dir: Path
     policy: Policy = field(default_factory=Policy.default)
+    # The files a reload (SIGHUP) reads again: the policy's (None: built in) and the CRL.
+    policy_file: Path | None = None
+    crl: Path | None = None
     # Seconds between SIGTERM and SIGKILL when a job is stopped.
     stop_grace: float = 5.0
     handshake_timeout: float = 10.0
@@ -107,8 +111,9 @@ class JobServer:
     ) -> None:
         self.config = config
         # Built first: a context whose policy did not take raises here, before anything runs.
-        self._context = context or tls.server_context(
-            ca=config.ca, cert=config.cert, key=config.key
+        self._context = (
+            context
+            or load_tls(ca=config.ca, cert=config.cert, key=config.key, crl=config.crl).context
         )
         # With a store, this lists the recorded jobs again and recovers from a crash first.
         self.coordinator: JobBackend = backend or JobCoordinator(
@@ -120,11 +125,13 @@ class JobServer:
             confinement=config.confinement,
         )
         self._tidy: asyncio.Task[None] | None = None
-        authorizer = Authorizer(config.policy, lambda job_id: self.coordinator.status(job_id).owner)
-        bodies = RpcBodies(self.coordinator, authorizer.may_see, config.jobs, directory)
+        self.authorizer = Authorizer(
+            config.policy, lambda job_id: self.coordinator.status(job_id).owner
+        )
+        self.bodies = RpcBodies(self.coordinator, self.authorizer.may_see, config.jobs, directory)
         self.dispatcher = Dispatcher(
-            bodies,
-            authorizer,
+            self.bodies,
+            self.authorizer,
             max_streams=config.max_streams,
             max_streams_per_user=config.max_streams_per_user,
             max_request_bytes=config.max_request_bytes,
@@ -148,6 +155,21 @@ class JobServer:
         address = await self._grpc.listen(self.config.host, self.config.port, context=self._context)
         self._tidy = asyncio.create_task(self.coordinator.keep_tidy())
         return address
+
+    def reload(self) -> ReloadOutcome:
+        """Read the policy and TLS files again (SIGHUP); see `reload` for what is kept when."""
+        return reload_server(self)
+
+    def use_tls(self, material: TLSMaterial) -> None:
+        """Handshakes from now on use `material`; open connections keep what they have."""
+        self._context = material.context
+        self._grpc.use_context(material.context)
+
+    def close_connections_where(
+        self, condition: Callable[[ssl.SSLObject], bool]
+    ) -> Iterator[tuple[str, str]]:
+        """Close each open connection whose TLS session meets `condition`; yield (peer, user)."""
+        return self._grpc.close_where(condition)
 
     async def shutdown(self) -> None:
         """Stop gracefully, within about stop_grace + drain_timeout seconds."""

@@ -21,6 +21,7 @@ TLS 1.3 with the one cipher suite.
 from __future__ import annotations
 
 import ssl
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -31,6 +32,8 @@ from jobservice.security.errors import CredentialError, TLSPolicyError
 if TYPE_CHECKING:
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+    from jobservice.security.crl import RevocationList
 
 __all__ = [
     "ALPN_PROTOCOLS",
@@ -51,9 +54,16 @@ SIGNATURE_ALGORITHM = "ecdsa_secp384r1_sha384"
 ALPN_PROTOCOLS = ("h2",)
 
 
-def server_context(*, ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
-    """A server context that requires a client certificate issued by ``ca``."""
+def server_context(
+    *, ca: Path, cert: Path, key: Path, crl: RevocationList | None = None
+) -> ssl.SSLContext:
+    """A server context that requires a client certificate issued by ``ca``, not in ``crl``.
+
+    With a CRL (checked by ``crl.load_crl``), a revoked client certificate fails the handshake.
+    """
     ctx = _base_context(ssl.PROTOCOL_TLS_SERVER, ca=ca, cert=cert, key=key)
+    if crl is not None:
+        _load_crl(ctx, crl)
     ctx.check_hostname = False  # clients have no host name; identity is their certificate's CN
     ctx.options |= ssl.OP_NO_TICKET
     ctx.num_tickets = 0  # in TLS 1.3 OP_NO_TICKET alone still sends stateful tickets
@@ -149,6 +159,18 @@ def _load_trust(ctx: ssl.SSLContext, ca: Path) -> None:
         raise CredentialError(f"CA certificate file {ca} holds no usable PEM certificate") from exc
     if ctx.cert_store_stats()["x509_ca"] == 0:
         raise CredentialError(f"CA certificate file {ca} holds no CA certificate (CA:TRUE)")
+
+
+def _load_crl(ctx: ssl.SSLContext, crl: RevocationList) -> None:
+    """Make OpenSSL refuse client certificates that ``crl`` revokes."""
+    # `cadata` takes certificates only; a CRL loads from a file. The PEM that was checked is
+    # written to a private one, so OpenSSL reads exactly it, whatever the CRL file holds now.
+    with tempfile.NamedTemporaryFile("w", suffix=".pem") as copy:
+        copy.write(crl.pem)
+        copy.flush()
+        ctx.load_verify_locations(cafile=copy.name)
+    # Leaf only: the CA is the trust anchor itself, and there is no intermediate to check.
+    ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
 
 
 def _load_own_credentials(ctx: ssl.SSLContext, cert: Path, key: Path) -> None:

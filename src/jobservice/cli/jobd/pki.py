@@ -165,3 +165,66 @@ def add_server(out: Path, days: int, names: tuple[str, ...]) -> None:
     except PKIError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {cert} and {key} (for {', '.join(names)})")
+
+
+@pki.command()
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="The PKI directory: NAME.pem is read from it, crl.pem written into it.",
+)
+@click.option(
+    "--ca-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The CA's private key.  [default: OUT/ca.key]",
+)
+@click.option(
+    "--crl",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The CRL to update (created if missing).  [default: OUT/crl.pem]",
+)
+@click.option(
+    "--days",
+    default=30,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Days until the CRL's next update; after it, jobd refuses every client.",
+)
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+def revoke(
+    out: Path, ca_key: Path | None, crl: Path | None, days: int, names: tuple[str, ...]
+) -> None:
+    """Revoke users' certificates: add OUT/NAME.pem to the CRL, signed with the CA key.
+
+    Entries already in the CRL are kept; with no NAME the CRL is only signed again with a new
+    next update. jobd refuses a revoked certificate at the handshake once it runs with
+    --crl OUT/crl.pem and has read the new file (at start, or on SIGHUP, which also closes the
+    revoked user's open connections).
+
+    \b
+    Example:
+      jobd pki revoke --out ./pki bob && kill -HUP "$(pidof jobd)"
+    """
+    from cryptography import x509  # noqa: PLC0415 (as in init)
+
+    from jobservice.security.crl import revoke as revoke_certificates  # noqa: PLC0415
+    from jobservice.security.pki import load_certified_key  # noqa: PLC0415
+
+    try:
+        ca = load_certified_key(out / "ca.pem", ca_key or out / "ca.key")
+        certificates = []
+        for name in dict.fromkeys(names):
+            path = out / f"{name}.pem"
+            try:
+                certificates.append(x509.load_pem_x509_certificate(path.read_bytes()))
+            except (OSError, ValueError) as exc:
+                raise PKIError(f"cannot read the certificate of {name!r} ({path}): {exc}") from exc
+        target = crl or out / "crl.pem"
+        result = revoke_certificates(ca, target, certificates, days=days)
+    except PKIError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"{target}: {len(result)} revoked certificate(s), next update "
+        f"{result.next_update_utc:%Y-%m-%d %H:%M} UTC"
+    )

@@ -98,6 +98,12 @@ def nats_options(*, required: bool) -> Callable[[F], F]:
 @click.option("--cert", required=True, type=_EXISTING_FILE, help="The server's certificate.")
 @click.option("--key", required=True, type=_EXISTING_FILE, help="The server's private key.")
 @click.option(
+    "--crl",
+    type=_EXISTING_FILE,
+    help="Certificate revocation list (PEM, signed by the CA; `jobd pki revoke` writes one): "
+    "revoked client certificates fail the handshake.",
+)
+@click.option(
     "--policy",
     type=_EXISTING_FILE,
     help="Authorization policy (TOML). Default: built in (alice: Self/Task Manager, "
@@ -218,6 +224,7 @@ def serve(
     ca: Path,
     cert: Path,
     key: Path,
+    crl: Path | None,
     policy: Path | None,
     data_dir: Path | None,
     stop_grace: float,
@@ -245,10 +252,12 @@ def serve(
 ) -> None:
     """Serve the job API over mutual TLS until SIGTERM or SIGINT.
 
-    Every client must present a certificate issued by --ca; its CN is the user, authorized by
-    --policy. Each call is logged to stderr as an audit line. On SIGTERM or SIGINT the server
-    stops accepting, stops running jobs (SIGTERM, --stop-grace, SIGKILL), lets output streams
-    end with their job's final status, and exits 0.
+    Every client must present a certificate issued by --ca (and not revoked by --crl); its CN
+    is the user, authorized by --policy. Each call is logged to stderr as an audit line. On
+    SIGHUP the server reads --policy, --ca, --cert, --key and --crl again: each part is checked
+    before it replaces the old one, and nothing in flight is dropped. On SIGTERM or SIGINT the
+    server stops accepting, stops running jobs (SIGTERM, --stop-grace, SIGKILL), lets output
+    streams end with their job's final status, and exits 0.
 
     \b
     Examples:
@@ -278,6 +287,8 @@ def serve(
         key=key,
         data_dir=data_dir,
         policy=the_policy,
+        policy_file=policy,
+        crl=crl,
         stop_grace=stop_grace,
         handshake_timeout=handshake_timeout,
         idle_timeout=idle_timeout,
@@ -388,6 +399,8 @@ async def _serve(config: ServerConfig, store: JobStore | None) -> None:
             f"cannot listen on {format_address(config.host, config.port)}: {reason}"
         ) from None
     stop = _stop_on_signals()
+    # SIGHUP reloads (jobd serve takes over the hang-up handler _stop_on_signals set).
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _reload, server)
     # A log record like every other line of the log: with its timestamp.
     log.info("jobd listening on %s", format_address(host, port))
     await stop.wait()
@@ -403,6 +416,11 @@ def on_hangup() -> None:
     affected: each is in its own session, away from jobd's terminal.
     """
     log.warning("received SIGHUP: ignored, jobd keeps running (stop it with SIGTERM)")
+
+
+def _reload(server: JobServer) -> None:
+    log.info("received SIGHUP: reloading the policy and the TLS material")
+    server.reload()
 
 
 def _stop_on_signals() -> asyncio.Event:
