@@ -16,7 +16,7 @@ from grpclib.const import Status
 from grpclib.exceptions import StreamTerminatedError
 from jobdhelp import Connect, Jobd, JobdLauncher, credentials, jobd_command, status_of
 
-from jobservice.api.client import ConnectError, JobServiceStub
+from jobservice.api import ConnectError, JobServiceStub
 from jobservice.api.v1 import jobservice_pb2 as pb
 from jobservice.security import pki as pkilib
 from jobservice.security import tls
