@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import signal
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -72,3 +75,19 @@ async def connect(pki: Path) -> AsyncIterator[Connect]:
 
     yield _connect
     await asyncio.gather(*(close_channel(channel) for channel in channels))
+
+
+@pytest.fixture
+def job_fifo() -> Iterator[Path]:
+    """A named pipe that a job of any account can open (under root, jobs run as `nobody`).
+
+    A job that reads it waits until the test writes to it: a job that stays running, without a
+    sleep, until the test lets it end.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="jobd-fifo-"))
+    directory.chmod(0o711)  # the job's account may reach the pipe, not list the directory
+    fifo = directory / "fifo"
+    os.mkfifo(fifo)
+    fifo.chmod(0o666)
+    yield fifo
+    shutil.rmtree(directory, ignore_errors=True)

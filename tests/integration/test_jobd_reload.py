@@ -35,20 +35,19 @@ def hup(jobd: Jobd, nth: int) -> str:
 
 async def start_waiting_job(stub: JobServiceStub, fifo: Path) -> int:
     """A job that prints "first", then waits until `fifo` is written to and prints that."""
-    os.mkfifo(fifo)
     script = f"echo first; cat {fifo}"
     response = await stub.Start(pb.StartRequest(command="/bin/sh", args=["-c", script]))
     return response.job_id
 
 
 async def test_policy_change_applies_while_a_stream_in_flight_goes_on(
-    jobd_launcher: JobdLauncher, connect: Connect, tmp_path: Path
+    jobd_launcher: JobdLauncher, connect: Connect, tmp_path: Path, job_fifo: Path
 ) -> None:
     policy = tmp_path / "policy.toml"
     policy.write_text(ALICE_ONLY)
     jobd = jobd_launcher.start(f"--policy={policy}")
     alice = await connect(jobd, "alice")
-    fifo = tmp_path / "fifo"
+    fifo = job_fifo
     job = await start_waiting_job(alice, fifo)
     async with alice.Output.open() as stream:
         await stream.send_message(pb.OutputRequest(job_id=job), end=True)
@@ -75,6 +74,30 @@ async def test_policy_change_applies_while_a_stream_in_flight_goes_on(
         rest = [message async for message in stream]
     assert [m.chunk.data for m in rest if m.HasField("chunk")] == [b"second\n"]
     assert rest[-1].final_status.exit_code == 0
+
+
+async def test_a_reloaded_policy_changes_how_new_jobs_run(
+    jobd_launcher: JobdLauncher, connect: Connect, tmp_path: Path
+) -> None:
+    """The policy also holds each user's job settings: they are reloaded with it, or not at all."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text(ALICE_ONLY)
+    jobd = jobd_launcher.start(f"--policy={policy}")
+    alice = await connect(jobd, "alice")
+    limited = pb.StartRequest(command="/bin/true", limits=pb.ResourceLimits(timeout_seconds=7200))
+    assert (await alice.Start(limited)).job_id == 0
+
+    policy.write_text(ALICE_ONLY + 'max_limits = { timeout = "1h" }\n')
+    assert "policy reloaded" in hup(jobd, 1)
+    refused = await status_of(alice.Start(limited))
+    assert refused[0] is Status.INVALID_ARGUMENT
+    assert "timeout limit" in refused[1]
+
+    # An account that does not exist refuses the whole policy: the 1 h maximum stays.
+    policy.write_text(ALICE_ONLY + 'run_as = "no-such-account-i14"\n')
+    assert "policy kept" in hup(jobd, 2)
+    assert "no Unix account 'no-such-account-i14'" in jobd.log
+    assert (await status_of(alice.Start(limited)))[0] is Status.INVALID_ARGUMENT
 
 
 def server_pki(pki: Path, into: Path) -> tuple[Path, Path]:
@@ -142,14 +165,14 @@ def revoke(pki: Path, crl: Path, *names: str) -> None:
 
 
 async def test_a_revoked_user_is_refused_after_reload_while_others_go_on(
-    jobd_launcher: JobdLauncher, connect: Connect, pki: Path, tmp_path: Path
+    jobd_launcher: JobdLauncher, connect: Connect, pki: Path, tmp_path: Path, job_fifo: Path
 ) -> None:
     crl = tmp_path / "crl.pem"
     revoke(pki, crl)  # an empty CRL, signed by the CA
     jobd = jobd_launcher.start(f"--crl={crl}")
     charlie = await connect(jobd, "charlie")
     bob = await connect(jobd, "bob")
-    fifo = tmp_path / "fifo"
+    fifo = job_fifo
     job = await start_waiting_job(charlie, fifo)
     async with charlie.Output.open() as stream:
         await stream.send_message(pb.OutputRequest(job_id=job), end=True)

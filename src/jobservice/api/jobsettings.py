@@ -87,6 +87,16 @@ class JobSettings:
             settings._check_defaults(user)
         return settings
 
+    def with_policy(self, policy: Policy) -> JobSettings:
+        """The same server-wide settings with `policy`'s per-user ones (a reload); ValueError."""
+        return JobSettings.build(
+            policy,
+            defaults=self.defaults,
+            maxima=self.maxima,
+            run_as=self.run_as.name if self.run_as is not None else None,
+            confined=self.confined,
+        )
+
     def account_for(self, user: str) -> Account | None:
         """The account `user`'s jobs run as (None: jobd's own)."""
         return self.accounts.get(user, self.run_as)

@@ -89,8 +89,15 @@ def reload_server(server: JobServer) -> ReloadOutcome:
     config = server.config
     policy = load_policy(config.policy_file)
     if policy is not None:
-        server.authorizer.use(policy)
-        log.info("reload: policy from %s in force", config.policy_file)
+        try:  # the policy also says how each user's jobs run (account, limits)
+            settings = server.bodies.settings.with_policy(policy)
+        except ValueError as exc:
+            log.error("reload: kept the policy in force; the new one is refused: %s", exc)
+            policy = None
+        else:
+            server.authorizer.use(policy)
+            server.bodies.use(settings)
+            log.info("reload: policy from %s in force", config.policy_file)
     material = reload_tls(ca=config.ca, cert=config.cert, key=config.key, crl=config.crl)
     if material is not None:
         server.use_tls(material)

@@ -46,6 +46,14 @@ class RpcBodies:
         if self._directory is not None:
             await self._directory.lookup(job_id)
 
+    @property
+    def settings(self) -> JobSettings:
+        return self._settings
+
+    def use(self, settings: JobSettings) -> None:
+        """Start jobs with `settings` from now on (a reload); running jobs keep theirs."""
+        self._settings = settings
+
     async def start(self, caller: Identity, request: pb.StartRequest) -> pb.StartResponse:
         # The owner is the caller, always: there is no starting a job on another's behalf.
         user = caller.user
