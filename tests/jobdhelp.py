@@ -48,7 +48,7 @@ _BUILT_IN = (
     ("bob", "all", "analyst"),
     ("charlie", "all", "task-manager"),
 )
-_READY = re.compile(r"jobd listening on (\S+)")
+_READY = re.compile(r"jobd listening on ([^\s\",]+)")
 _START_TIMEOUT = 20.0
 _STOP_TIMEOUT = 20.0
 

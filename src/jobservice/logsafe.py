@@ -15,7 +15,18 @@ import json
 import logging
 import re
 
-__all__ = ["CONTROLS", "SafeFormatter", "escape_controls", "escape_one", "quote_field"]
+__all__ = [
+    "CONTROLS",
+    "LOG_FIELDS",
+    "SafeFormatter",
+    "escape_controls",
+    "escape_one",
+    "quote_field",
+]
+
+# A record logged with `extra={LOG_FIELDS: {...}}` carries structured fields (the audit line's):
+# the text format shows its message, a JSON log writes each field as a key of its own.
+LOG_FIELDS = "fields"
 
 # C0 controls except tab, DEL, C1 controls, the Unicode line and paragraph separators, and the
 # bidirectional overrides and isolates (which reorder what a reader sees of the text around them).

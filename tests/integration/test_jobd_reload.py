@@ -8,6 +8,9 @@ import signal
 import socket
 import ssl
 import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -156,6 +159,16 @@ async def test_a_rotated_certificate_is_served_to_new_connections_only(
     assert (await (await connect(jobd, "bob")).List(pb.ListRequest())).jobs == []
 
 
+def scrapes(url: str) -> Iterator[str]:
+    """The metrics page, scraped again and again for up to 10 s (a refused handshake is
+    counted when jobd sees the failure, which may be after the client has given up)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            yield response.read().decode()
+        time.sleep(0.02)
+
+
 def revoke(pki: Path, crl: Path, *names: str) -> None:
     subprocess.run(
         [*jobd_command(), "pki", "revoke", f"--out={pki}", f"--crl={crl}", *names],
@@ -169,7 +182,7 @@ async def test_a_revoked_user_is_refused_after_reload_while_others_go_on(
 ) -> None:
     crl = tmp_path / "crl.pem"
     revoke(pki, crl)  # an empty CRL, signed by the CA
-    jobd = jobd_launcher.start(f"--crl={crl}")
+    jobd = jobd_launcher.start(f"--crl={crl}", "--metrics-listen=127.0.0.1:0")
     charlie = await connect(jobd, "charlie")
     bob = await connect(jobd, "bob")
     fifo = job_fifo
@@ -183,6 +196,9 @@ async def test_a_revoked_user_is_refused_after_reload_while_others_go_on(
         jobd.wait_for_log(r"closed connection from \S+ \(user bob\): certificate revoked")
         with pytest.raises(ConnectError):
             await connect(jobd, "bob")
+        revoked = '_refused_total{reason="revoked"} 1.0'
+        url = jobd.wait_for_log(r"metrics on (http://\S+)").group(1)
+        assert any(revoked in scrape for scrape in scrapes(url))
         # bob's connection was closed; the channel's attempt to connect again fails too.
         with pytest.raises(StreamTerminatedError):
             await bob.List(pb.ListRequest())

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from jobservice.api import metrics
 from jobservice.api.errors import PermissionDenied
 from jobservice.core import JobInfo, JobNotFound
 from jobservice.security.identity import Identity
@@ -65,6 +66,7 @@ class Authorizer:
         rule = RULES[rpc]
         user = caller.user
         if not self._policy.is_known(user):
+            metrics.authorization_denied("unknown_user")
             raise PermissionDenied(f"user {user!r} has no role on this server")
         if not rule.takes_job_id:
             # Jobs a caller starts are always its own; List is filtered per job.
@@ -74,6 +76,7 @@ class Authorizer:
                 raise TypeError(f"{rpc} needs a job id")
             owner = self._visible_owner(user, job_id)
         if not self._policy.allows(user, rule.permission, owner):
+            metrics.authorization_denied("role")
             on_job = f" on job {job_id}" if rule.takes_job_id else ""
             raise PermissionDenied(f"user {user!r} may not call {rpc}{on_job}")
 
@@ -85,6 +88,7 @@ class Authorizer:
         """The job's owner, or JobNotFound(job_id) whether it is missing or merely hidden."""
         owner = self._owner_of(job_id)  # raises JobNotFound(job_id) for a missing job
         if not self._sees(user, owner):
+            metrics.authorization_denied("hidden")
             raise JobNotFound(job_id)
         return owner
 

@@ -28,6 +28,7 @@ from h2.errors import ErrorCodes
 from jobservice._upstream import grpclib_h2
 from jobservice._upstream.asyncio_tls import start_tls
 from jobservice.address import format_address
+from jobservice.api import metrics
 from jobservice.api.coalesce import CoalescingTransport
 from jobservice.api.h2guard import RESET_BURST, RESET_RATE, ResetBudget
 from jobservice.api.peer import connection_identity
@@ -45,6 +46,8 @@ log = logging.getLogger("jobservice.server")
 _EARLY_DATA_LIMIT = 1 << 20
 # The user a certificate without a usable identity is counted as (it gets UNAUTHENTICATED).
 _NO_IDENTITY = "-"
+# OpenSSL's verify result for a certificate on the CRL (x509_vfy.h).
+_X509_V_ERR_CERT_REVOKED = 23
 
 
 class GatedServer(grpclib_h2.ServerBase):
@@ -106,6 +109,7 @@ class GatedServer(grpclib_h2.ServerBase):
     def accept(self, transport: asyncio.Transport) -> None:
         """Step 1: count the new TCP connection, or drop it at once when the server is full."""
         if len(self.connections) + len(self.handshakes) >= self.max_connections:
+            metrics.limit_hit("connections")
             log.warning(
                 "refused connection from %s: connection limit (%d) reached",
                 _peer(transport),
@@ -128,7 +132,11 @@ class GatedServer(grpclib_h2.ServerBase):
             )
         except (OSError, EOFError) as exc:  # SSLError, the deadline's ConnectionAbortedError...
             self.refusals.note(peer, exc)  # why, for the operator; rate-limited
+            metrics.handshake_refused(_handshake_failure(exc))
             tls_transport = None
+        else:
+            if tls_transport is None or tls_transport.is_closing():
+                metrics.handshake_refused("closed")
         if tls_transport is None or tls_transport.is_closing():  # failed, or the peer left
             connection.handler.close()  # else the server would keep its handler forever
             return
@@ -200,13 +208,16 @@ class _Connection(H2Protocol):
     def _refusal(self, transport: asyncio.Transport) -> str | None:
         """Why this freshly handshaken connection may not be served, or None."""
         if self._flooded:
+            metrics.handshake_refused("flood")
             return "too much data before the handshake ended"
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is None:
+            metrics.handshake_refused("protocol")
             return "not a TLS connection"
         try:
             tls.check_negotiated(ssl_object)
         except TLSPolicyError as exc:
+            metrics.handshake_refused("policy")
             return str(exc)
         try:
             self.user = connection_identity(ssl_object).user
@@ -214,6 +225,7 @@ class _Connection(H2Protocol):
             self.user = _NO_IDENTITY  # served, to be answered UNAUTHENTICATED call by call
         limit = self._owner.max_connections_per_user
         if self._owner.users[self.user] >= limit:
+            metrics.limit_hit("connections_per_user")
             user = quote_field(self.user)
             return f"user {user} has {limit} connections open (the per-user limit)"
         return None
@@ -304,6 +316,17 @@ class _Connection(H2Protocol):
         grpclib_h2.h2_connection(self).close_connection(error_code=code)
         self.connection.flush()
         self.close()
+
+
+def _handshake_failure(exc: BaseException) -> str:
+    """Which of `metrics.HANDSHAKE_REFUSALS` a failed server-side handshake was."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return "revoked" if exc.verify_code == _X509_V_ERR_CERT_REVOKED else "untrusted"
+    if isinstance(exc, ConnectionAbortedError):  # asyncio's handshake deadline
+        return "timeout"
+    if isinstance(exc, ssl.SSLError):  # no common version, cipher, group or signature
+        return "protocol"
+    return "closed"  # the peer went away mid-handshake
 
 
 def _peer(transport: asyncio.BaseTransport) -> str:

@@ -22,6 +22,7 @@ from grpclib.server import Stream
 
 from jobservice._upstream import grpclib_h2
 from jobservice.address import format_address
+from jobservice.api import metrics
 from jobservice.api.authz import RULES, Authorizer
 from jobservice.api.errors import (
     RequestTimeout,
@@ -34,7 +35,7 @@ from jobservice.api.servicer import RpcBodies
 from jobservice.api.v1 import jobservice_pb2 as pb
 from jobservice.api.v1.jobservice_grpc import JobServiceBase
 from jobservice.core import InvalidRequest, LimitExceeded
-from jobservice.logsafe import quote_field
+from jobservice.logsafe import LOG_FIELDS, quote_field
 from jobservice.security.errors import AuthenticationError
 from jobservice.security.identity import Identity
 
@@ -118,6 +119,11 @@ class Dispatcher(JobServiceBase):
 
                 await stream.send_message(await self._bodies.write_stdin(caller, first, rest))
 
+    @property
+    def open_streams(self) -> int:
+        """Output streams open now (the metrics read it)."""
+        return self._open_streams
+
     async def wait_idle(self) -> None:
         """Return once no call is open (used at shutdown, after `draining` is set)."""
         await self._idle.wait()
@@ -135,18 +141,24 @@ class Dispatcher(JobServiceBase):
             await stream.send_message(response)
 
     @contextlib.asynccontextmanager
+    async def admit(
+        self, rpc: str, stream: Stream[Any, Any], check: Callable[[Identity], None]
+    ) -> AsyncIterator[Identity]:
+        """The door for services beside this one (health, reflection): as `_call`, but the
+        handler reads its own requests and `check` authorizes the caller.
+
+        Such calls do not hold up a shutdown (a health Watch never ends by itself).
+        """
+        async with self._admitted(rpc, stream, counted=False) as (caller, _):
+            check(caller)
+            yield caller
+
+    @contextlib.asynccontextmanager
     async def _call(
         self, rpc: str, stream: Stream[Req, Any], request_type: type[Req]
     ) -> AsyncIterator[tuple[Identity, Req, _Audit]]:
         """Authenticate, read and authorize the request; map errors and audit on the way out."""
-        audit = _Audit(rpc, _peer(stream))
-        self._open_calls += 1
-        self._idle.clear()
-        try:
-            caller = _identify(stream)
-            audit.user = caller.user
-            if self.draining:
-                raise ServiceUnavailable("the server is shutting down")
+        async with self._admitted(rpc, stream) as (caller, audit):
             request = await _read_request(
                 stream, request_type, self._max_request_bytes, self._request_timeout
             )
@@ -155,18 +167,39 @@ class Dispatcher(JobServiceBase):
                 await self._bodies.prepare(request.job_id)  # type: ignore[attr-defined]
             self._authorizer.authorize(caller, rpc, audit.job)
             yield caller, request, audit
+
+    @contextlib.asynccontextmanager
+    async def _admitted(
+        self, rpc: str, stream: Stream[Any, Any], *, counted: bool = True
+    ) -> AsyncIterator[tuple[Identity, _Audit]]:
+        """Identify the caller; map errors, audit and count the call on the way out."""
+        audit = _Audit(rpc, _peer(stream))
+        if counted:
+            self._open_calls += 1
+            self._idle.clear()
+        try:
+            caller = _identify(stream)
+            audit.user = caller.user
+            if self.draining:
+                raise ServiceUnavailable("the server is shutting down")
+            yield caller, audit
         except asyncio.CancelledError:
             audit.result = "CANCELLED"
             raise
         except Exception as exc:
             error = to_grpc_error(exc)
             audit.result = error.status.name
+            limit = _limit_of(rpc, exc)
+            if limit is not None:
+                metrics.limit_hit(limit)
             raise error from None
         finally:
             audit.emit()
-            self._open_calls -= 1
-            if not self._open_calls:
-                self._idle.set()
+            metrics.rpc_done(rpc, audit.result, audit.seconds())
+            if counted:
+                self._open_calls -= 1
+                if not self._open_calls:
+                    self._idle.set()
 
     @contextlib.contextmanager
     def _stream_slot(self, user: str) -> Iterator[None]:
@@ -203,8 +236,20 @@ class _Audit:
     def __post_init__(self) -> None:
         self.started = time.monotonic()
 
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
     def emit(self) -> None:
-        elapsed_ms = (time.monotonic() - self.started) * 1000
+        elapsed_ms = self.seconds() * 1000
+        # The same fields as keys, for a log written as JSON (`jobd serve --log-format json`).
+        fields = {
+            "user": self.user,
+            "rpc": self.rpc,
+            "job": self.job,
+            "result": self.result,
+            "peer": self.peer,
+            "ms": round(elapsed_ms, 1),
+        }
         audit_log.info(
             "audit user=%s rpc=%s job=%s result=%s peer=%s ms=%.1f",
             quote_field(self.user) if self.user is not None else "-",
@@ -213,7 +258,19 @@ class _Audit:
             self.result,
             self.peer,
             elapsed_ms,
+            extra={LOG_FIELDS: fields},
         )
+
+
+def _limit_of(rpc: str, exc: Exception) -> str | None:
+    """Which of `metrics.LIMITS` refused this call, if one did."""
+    if isinstance(exc, RequestTooLarge):
+        return "request_size"
+    if isinstance(exc, RequestTimeout):
+        return "request_timeout"
+    if isinstance(exc, LimitExceeded):
+        return "output_streams" if rpc == "Output" else "running_jobs"
+    return None
 
 
 def _identify(stream: Stream[Any, Any]) -> Identity:

@@ -15,6 +15,7 @@ from typing import Any
 
 from grpclib.config import Configuration
 
+from jobservice.api import metrics
 from jobservice.api.authz import Authorizer
 from jobservice.api.codec import PassThroughCodec
 from jobservice.api.connections import GatedServer
@@ -22,6 +23,7 @@ from jobservice.api.dispatch import Dispatcher
 from jobservice.api.jobsettings import JobSettings, default_run_as
 from jobservice.api.reload import ReloadOutcome, TLSMaterial, load_tls, reload_server
 from jobservice.api.servicer import RpcBodies
+from jobservice.api.standard import StandardServices
 from jobservice.core import JobCoordinator, Limits, Retention
 from jobservice.core.backend import JobBackend, NodeDirectory
 from jobservice.core.confine import Confinement
@@ -52,6 +54,8 @@ class ServerConfig:
     # The files a reload (SIGHUP) reads again: the policy's (None: built in) and the CRL.
     policy_file: Path | None = None
     crl: Path | None = None
+    # Where to serve Prometheus metrics (plain HTTP); None: metrics off.
+    metrics_address: tuple[str, int] | None = None
     # Seconds between SIGTERM and SIGKILL when a job is stopped.
     stop_grace: float = 5.0
     handshake_timeout: float = 10.0
@@ -116,6 +120,9 @@ class JobServer:
             or load_tls(ca=config.ca, cert=config.cert, key=config.key, crl=config.crl).context
         )
         # With a store, this lists the recorded jobs again and recovers from a crash first.
+        if config.metrics_address is not None:
+            metrics.enable()  # first: jobs found lost as the coordinator starts are counted
+        self.jobs = metrics.JobMetrics()
         self.coordinator: JobBackend = backend or JobCoordinator(
             config.data_dir,
             stop_grace=config.stop_grace,
@@ -123,6 +130,7 @@ class JobServer:
             store=store,
             retention=config.retention,
             confinement=config.confinement,
+            observer=self.jobs,
         )
         self._tidy: asyncio.Task[None] | None = None
         self.authorizer = Authorizer(
@@ -137,8 +145,11 @@ class JobServer:
             max_request_bytes=config.max_request_bytes,
             request_timeout=config.request_timeout,
         )
+        self.standard = StandardServices(
+            [self.dispatcher], self.dispatcher.admit, self.authorizer.is_known
+        )
         self._grpc = GatedServer(
-            [self.dispatcher],
+            [self.dispatcher, *self.standard.services],
             codec=PassThroughCodec(),
             config=Configuration(
                 http2_connection_window_size=_INBOUND_CONNECTION_WINDOW,
@@ -155,6 +166,25 @@ class JobServer:
         address = await self._grpc.listen(self.config.host, self.config.port, context=self._context)
         self._tidy = asyncio.create_task(self.coordinator.keep_tidy())
         return address
+
+    def serve_metrics(self) -> tuple[str, int]:
+        """Serve the metrics on `config.metrics_address`; the bound address (port 0: a free one).
+
+        Call it in the event loop, before `start`, so that no job goes uncounted.
+        """
+        assert self.config.metrics_address is not None
+        metrics.watch(self.live, asyncio.get_running_loop())
+        return metrics.listen(*self.config.metrics_address)
+
+    def live(self) -> metrics.Live:
+        """The figures of the present that a metrics scrape reads (on the event loop)."""
+        running = self.jobs.running
+        return metrics.Live(
+            running_jobs=len(running),
+            running_output_bytes=sum(self.coordinator.status(i).output_bytes for i in running),
+            open_streams=self.dispatcher.open_streams,
+            open_connections=len(self._grpc.connections),
+        )
 
     def reload(self) -> ReloadOutcome:
         """Read the policy and TLS files again (SIGHUP); see `reload` for what is kept when."""
@@ -173,6 +203,7 @@ class JobServer:
 
     async def shutdown(self) -> None:
         """Stop gracefully, within about stop_grace + drain_timeout seconds."""
+        self.standard.stopping()
         self.dispatcher.draining = True
         self._grpc.stop_listening()
         if self._tidy is not None:

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
-from jobservice.api import convert
+from jobservice.api import convert, metrics
 from jobservice.api.errors import StdinBusy
 from jobservice.api.jobdefaults import defaults_for
 from jobservice.api.jobsettings import JobSettings
@@ -163,6 +163,7 @@ class RpcBodies:
         streams = convert.selection_from_proto(request.streams)
         async with self._coord.subscribe(request.job_id, streams, request.offset) as output:
             async for chunk in output:
+                metrics.output_streamed(len(chunk.data))
                 yield convert.encode_output_chunk(chunk)
         final = await self._coord.wait(request.job_id)
         yield pb.OutputResponse(final_status=convert.info_to_proto(final))

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         Stream,
         Usage,
     )
+    from jobservice.core.observer import JobObserver
     from jobservice.core.retention import Retention
     from jobservice.core.subscription import Subscription
 
@@ -56,6 +57,7 @@ __all__ = [
     "JobLimits",
     "JobNotFound",
     "JobNotRunning",
+    "JobObserver",
     "JobState",
     "JobStillRunning",
     "LimitExceeded",
@@ -72,6 +74,7 @@ __all__ = [
 _HOMES = {
     "JobCoordinator": "coordinator",
     "Subscription": "subscription",
+    "JobObserver": "observer",
     "Retention": "retention",
     **dict.fromkeys(
         ["Chunk", "ExitStatus", "JobInfo", "JobLimits", "JobState", "Limits", "Stream", "Usage"],

@@ -32,6 +32,7 @@ from jobservice.core.janitor import Janitor
 from jobservice.core.job import FinishedJob, Job
 from jobservice.core.journal import Journal
 from jobservice.core.model import NO_LIMITS, JobInfo, JobLimits, JobState, Limits, Stream
+from jobservice.core.observer import JobObserver
 from jobservice.core.output_log import MAGIC, OutputLog, scan_log
 from jobservice.core.process import spawn
 from jobservice.core.recovery import CgroupKiller, kill_leftovers, leader_of
@@ -86,8 +87,10 @@ class JobCoordinator:
         retention: Retention | None = None,
         clock: Callable[[], float] = time.time,
         confinement: Confinement | None = None,
+        observer: JobObserver | None = None,
     ) -> None:
         self.limits = limits or Limits()
+        self._observer = observer
         self.confinement = confinement or Unconfined("no confinement configured")
         self._trampoline: Trampoline | None = None
         if self.confinement.confined:
@@ -152,6 +155,8 @@ class JobCoordinator:
             raise
         self._jobs[job.id] = job
         job.finished.add_done_callback(lambda _: self._retire(job))
+        if self._observer is not None:  # before any await: its end cannot come first
+            self._tell(self._observer.job_started, job.info())
         if limits.timeout is not None:
             timer = asyncio.get_running_loop().call_later(limits.timeout, self._time_out, job)
             job.finished.add_done_callback(lambda _: timer.cancel())
@@ -368,6 +373,9 @@ class JobCoordinator:
         if lost:
             self._journal.write_now(lost)
             log.warning("%d job(s) were running when jobd last stopped: now lost", len(lost))
+            if self._observer is not None:
+                for ended in lost:
+                    self._tell(self._observer.job_ended, ended.info)
 
     def _lost(self, info: JobInfo, path: Path) -> tuple[JobInfo, int]:
         """The final record of a job whose server died under it; its output up to then stays."""
@@ -402,7 +410,18 @@ class JobCoordinator:
     def _retire(self, job: Job) -> None:
         """Free a finished job's slot and keep only its final record and log."""
         self._release(job.owner)
-        self._jobs[job.id] = FinishedJob(job.info(), job.output)
+        info = job.info()
+        self._jobs[job.id] = FinishedJob(info, job.output)
+        if self._observer is not None:
+            self._tell(self._observer.job_ended, info)
+
+    @staticmethod
+    def _tell(event: Callable[[JobInfo], None], info: JobInfo) -> None:
+        """Tell the observer; its failure is logged, and is never the coordinator's."""
+        try:
+            event(info)
+        except Exception:
+            log.exception("job observer failed on job %d", info.id)
 
     def _release(self, owner: str) -> None:
         """Give back one of `owner`'s running slots; owners with none leave the table."""

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
+import ipaddress
 import logging
 import os
 import resource
 import signal
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -19,11 +21,13 @@ from jobservice._upstream.hyperframe import quiet_data_frame_repr
 from jobservice.address import format_address, parse_address
 from jobservice.api.server import JobServer, ServerConfig, config_default
 from jobservice.cli.jobd import preflight
+from jobservice.cli.jobd.config import config_option
 from jobservice.cli.jobd.confine import confine_options, confinement_from
-from jobservice.cli.jobd.logsetup import configure_logging
+from jobservice.cli.jobd.logsetup import LOG_FORMATS, configure_logging
 from jobservice.cli.jobd.units import BYTES, DURATION
 from jobservice.core import Limits, Retention
 from jobservice.core.store import JobStore
+from jobservice.logsafe import LOG_FIELDS
 from jobservice.security.errors import PolicyError, TLSPolicyError
 from jobservice.security.policy import Policy
 from jobservice.store import SqliteStore, StoreError
@@ -217,7 +221,21 @@ def nats_options(*, required: bool) -> Callable[[F], F]:
     help="Keep job records in memory only (benchmarks compare the start rate without the store).",
 )
 @confine_options
+@click.option(
+    "--metrics-listen",
+    metavar="HOST:PORT",
+    help="Serve Prometheus metrics over plain HTTP here, e.g. 127.0.0.1:9464 (off by default; "
+    "keep it on loopback: metrics have no authentication).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    show_default=True,
+    help="Log lines as text, or as one JSON object per line with the audit fields as keys.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@config_option
 def serve(
     *,
     listen: str,
@@ -243,6 +261,8 @@ def serve(
     no_store: bool,
     confine: str,
     cgroup_root: Path | None,
+    metrics_listen: str | None,
+    log_format: str,
     verbose: bool,
     nats: str | None = None,
     replicas: int = 3,
@@ -259,18 +279,18 @@ def serve(
     server stops accepting, stops running jobs (SIGTERM, --stop-grace, SIGKILL), lets output
     streams end with their job's final status, and exits 0.
 
+    Every flag can also come from a TOML file (--config; see docs/operations.md).
+
     \b
     Examples:
       jobd serve --ca pki/ca.pem --cert pki/server.pem --key pki/server.key
+      jobd serve --config /etc/jobd/jobd.toml --metrics-listen 127.0.0.1:9464
       jobd serve --listen 127.0.0.1:50051 --policy /etc/jobd/policy.toml \\
           --data-dir /var/lib/jobd --ca ca.pem --cert server.pem --key server.key
     """
-    configure_logging(verbose)
+    configure_logging(verbose, log_format)
     quiet_data_frame_repr()
-    try:
-        host, port = parse_address(listen, allow_port_zero=True)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--listen") from None
+    host, port = _address(listen, "--listen")
     data_dir = data_dir or default_data_dir()
     the_policy = _load_policy(policy)
     preflight.check_server_certificate(ca, cert, key)
@@ -289,6 +309,7 @@ def serve(
         policy=the_policy,
         policy_file=policy,
         crl=crl,
+        metrics_address=_address(metrics_listen, "--metrics-listen") if metrics_listen else None,
         stop_grace=stop_grace,
         handshake_timeout=handshake_timeout,
         idle_timeout=idle_timeout,
@@ -307,13 +328,15 @@ def serve(
         jobs=jobs,
     )
     _ensure_fd_limit(fds_needed(config))
+    announce = _announcer()
     try:
         if nats is not None:
             # A front: stateless, so no job store; jobs and their records live in the cluster.
             settings = _nats_settings(nats, replicas, ca, nats_cert, nats_key)
-            asyncio.run(_serve_cluster(config, settings))
+            asyncio.run(_serve_cluster(config, settings, announce))
         else:
-            asyncio.run(_serve(config, None if no_store else _open_store(config.data_dir)))
+            store = None if no_store else _open_store(config.data_dir)
+            asyncio.run(_serve(config, store, announce))
     finally:
         confinement.close()  # also when jobd did not get as far as running a job
         os.close(lock)
@@ -363,6 +386,26 @@ def _ensure_fd_limit(needed: int) -> None:
         )
 
 
+def _address(text: str, flag: str) -> tuple[str, int]:
+    try:
+        return parse_address(text, allow_port_zero=True)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=flag) from None
+
+
+Announce = Callable[..., None]
+
+
+def _announcer() -> Announce:
+    """How jobd says where it listens: a log record, timestamped as every line, whose fields a
+    JSON log (--log-format json) writes as keys of their own."""
+
+    def announce(text: str, **fields: object) -> None:
+        log.info("%s", text, extra={LOG_FIELDS: fields})
+
+    return announce
+
+
 def _load_policy(path: Path | None) -> Policy:
     if path is None:
         return Policy.default()
@@ -383,7 +426,11 @@ def _open_store(data_dir: Path) -> JobStore:
         raise click.ClickException(f"cannot use data directory {data_dir}: {exc}") from None
 
 
-async def _serve(config: ServerConfig, store: JobStore | None) -> None:
+async def _serve(
+    config: ServerConfig,
+    store: JobStore | None,
+    announce: Announce,
+) -> None:
     """Start, announce the address, wait for a signal, shut down."""
     try:
         server = JobServer(config, store=store)
@@ -391,6 +438,8 @@ async def _serve(config: ServerConfig, store: JobStore | None) -> None:
         raise click.ClickException(f"refusing to start: {exc}") from None
     except OSError as exc:
         raise click.ClickException(f"cannot use data directory {config.data_dir}: {exc}") from None
+    if config.metrics_address is not None:
+        _serve_metrics(server, config.metrics_address, announce)
     try:
         host, port = await server.start()
     except OSError as exc:
@@ -401,8 +450,8 @@ async def _serve(config: ServerConfig, store: JobStore | None) -> None:
     stop = _stop_on_signals()
     # SIGHUP reloads (jobd serve takes over the hang-up handler _stop_on_signals set).
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _reload, server)
-    # A log record like every other line of the log: with its timestamp.
-    log.info("jobd listening on %s", format_address(host, port))
+    address = format_address(host, port)
+    announce(f"jobd listening on {address}", address=address)
     await stop.wait()
     log.info("shutting down: stopping running jobs and ending streams")
     await server.shutdown()
@@ -416,6 +465,24 @@ def on_hangup() -> None:
     affected: each is in its own session, away from jobd's terminal.
     """
     log.warning("received SIGHUP: ignored, jobd keeps running (stop it with SIGTERM)")
+
+
+def _serve_metrics(server: JobServer, at: tuple[str, int], announce: Announce) -> None:
+    """Serve the metrics on `at`, before any job can start."""
+    try:
+        host, port = server.serve_metrics()
+    except OSError as exc:
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else str(exc)
+        raise click.ClickException(
+            f"cannot serve metrics on {format_address(*at)}: {reason}"
+        ) from None
+    if not ipaddress.ip_address(socket.gethostbyname(host)).is_loopback:
+        log.warning(
+            "metrics are served on %s, not on loopback: plain HTTP, without authentication",
+            format_address(host, port),
+        )
+    url = f"http://{format_address(host, port)}/metrics"
+    announce(f"jobd metrics on {url}", metrics=url)
 
 
 def _reload(server: JobServer) -> None:
@@ -441,7 +508,7 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
-async def _serve_cluster(config: ServerConfig, cluster: NatsSettings) -> None:
+async def _serve_cluster(config: ServerConfig, cluster: NatsSettings, announce: Announce) -> None:
     """`jobd serve --nats`: the same server over a cluster front instead of a coordinator."""
     from jobservice.cluster.connect import connect  # noqa: PLC0415
     from jobservice.cluster.errors import ClusterError  # noqa: PLC0415
@@ -462,6 +529,8 @@ async def _serve_cluster(config: ServerConfig, cluster: NatsSettings) -> None:
         server = JobServer(config, backend=front, directory=front)
     except TLSPolicyError as exc:
         raise click.ClickException(f"refusing to start: {exc}") from None
+    if config.metrics_address is not None:
+        _serve_metrics(server, config.metrics_address, announce)
     try:
         host, port = await server.start()
     except OSError as exc:
@@ -469,7 +538,9 @@ async def _serve_cluster(config: ServerConfig, cluster: NatsSettings) -> None:
             f"cannot listen on {format_address(config.host, config.port)}: {exc}"
         ) from None
     stop = _stop_on_signals()
-    log.info("jobd listening on %s", format_address(host, port))  # timestamped, as every line
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _reload, server)
+    address = format_address(host, port)
+    announce(f"jobd listening on {address}", address=address)
     await stop.wait()
     log.info("shutting down: ending streams (jobs keep running on their agents)")
     await server.shutdown()
