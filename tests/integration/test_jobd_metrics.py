@@ -2,58 +2,23 @@
 
 from __future__ import annotations
 
-import time
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from grpclib.const import Status
 from jobdhelp import Connect, Jobd, JobdLauncher, read_output, status_of
-from prometheus_client.parser import text_string_to_metric_families
+from metricshelp import metrics_url, scrape, scrape_until, value
 
 from jobservice.api import ConnectError, open_channel
 from jobservice.api.v1 import jobservice_pb2 as pb
 from jobservice.security import pki as pkilib
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def metrics_url(jobd: Jobd) -> str:
-    return jobd.wait_for_log(r"metrics on (http://\S+/metrics)").group(1)
-
-
-def scrape(url: str) -> Samples:
-    """Every sample of one scrape, keyed by name and sorted labels."""
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples[(name, tuple(sorted(labels.items())))]
-
-
-def scrape_until(url: str, ready: Callable[[Samples], bool]) -> Samples:
-    """Scrape until `ready` holds: jobd counts a refused handshake or a cancelled stream when it
-    notices, which may be after the client has moved on. Past 10 s, the last scrape."""
-    deadline = time.monotonic() + 10
-    while True:
-        samples = scrape(url)
-        if ready(samples) or time.monotonic() > deadline:
-            return samples
-        time.sleep(0.02)
 
 
 async def test_a_scrape_matches_the_workload(
     jobd_launcher: JobdLauncher, connect: Connect, pki: Path, tmp_path: Path, job_fifo: Path
 ) -> None:
     jobd = jobd_launcher.start("--metrics-listen=127.0.0.1:0", "--max-jobs-per-user=1")
-    url = metrics_url(jobd)
+    url = metrics_url(jobd.wait_for_log(r"metrics on \S+").string)
     alice, bob, charlie = [await connect(jobd, u) for u in ("alice", "bob", "charlie")]
     # Four jobs that end: two exit, one is killed by a signal, one by its timeout; each is
     # followed to its end.
@@ -155,6 +120,6 @@ async def test_jobs_found_lost_at_start_are_counted(
     crashed.process.kill()  # no clean shutdown: the job is lost
     crashed.process.wait()
     jobd = jobd_launcher.start("--metrics-listen=127.0.0.1:0", data_dir=data)
-    got = scrape(metrics_url(jobd))
+    got = scrape(metrics_url(jobd.wait_for_log(r"metrics on \S+").string))
     assert value(got, "jobd_jobs_ended_total", outcome="lost") == 1
     assert value(got, "jobd_jobs_running") == 0

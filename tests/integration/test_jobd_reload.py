@@ -8,9 +8,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,7 @@ from cryptography import x509
 from grpclib.const import Status
 from grpclib.exceptions import StreamTerminatedError
 from jobdhelp import Connect, Jobd, JobdLauncher, credentials, jobd_command, status_of
+from metricshelp import metrics_url, scrape_until, value
 
 from jobservice.api import ConnectError, JobServiceStub
 from jobservice.api.v1 import jobservice_pb2 as pb
@@ -159,16 +157,6 @@ async def test_a_rotated_certificate_is_served_to_new_connections_only(
     assert (await (await connect(jobd, "bob")).List(pb.ListRequest())).jobs == []
 
 
-def scrapes(url: str) -> Iterator[str]:
-    """The metrics page, scraped again and again for up to 10 s (a refused handshake is
-    counted when jobd sees the failure, which may be after the client has given up)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            yield response.read().decode()
-        time.sleep(0.02)
-
-
 def revoke(pki: Path, crl: Path, *names: str) -> None:
     subprocess.run(
         [*jobd_command(), "pki", "revoke", f"--out={pki}", f"--crl={crl}", *names],
@@ -196,9 +184,10 @@ async def test_a_revoked_user_is_refused_after_reload_while_others_go_on(
         jobd.wait_for_log(r"closed connection from \S+ \(user bob\): certificate revoked")
         with pytest.raises(ConnectError):
             await connect(jobd, "bob")
-        revoked = '_refused_total{reason="revoked"} 1.0'
-        url = jobd.wait_for_log(r"metrics on (http://\S+)").group(1)
-        assert any(revoked in scrape for scrape in scrapes(url))
+        url = metrics_url(jobd.wait_for_log(r"metrics on \S+").string)
+        refused = "jobd_tls_handshakes_refused_total"
+        got = scrape_until(url, lambda now: value(now, refused, reason="revoked") == 1)
+        assert value(got, refused, reason="revoked") == 1
         # bob's connection was closed; the channel's attempt to connect again fails too.
         with pytest.raises(StreamTerminatedError):
             await bob.List(pb.ListRequest())

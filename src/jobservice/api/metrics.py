@@ -70,12 +70,12 @@ _SCRAPE_TIMEOUT = 5.0
 
 @dataclass(frozen=True, slots=True)
 class Live:
-    """The present, read on the event loop at each scrape."""
+    """The present, read on the event loop at each scrape (None: not served by this process)."""
 
     running_jobs: int
     running_output_bytes: int
-    open_streams: int
-    open_connections: int
+    open_streams: int | None = None
+    open_connections: int | None = None
 
 
 class _Metrics:
@@ -166,6 +166,17 @@ class JobMetrics:
     def __init__(self) -> None:
         self.running: set[int] = set()
 
+    def live(
+        self,
+        status: Callable[[int], JobInfo],
+        streams: int | None = None,
+        connections: int | None = None,
+    ) -> Live:
+        """The present: the running jobs (their output so far through `status`), and the rest."""
+        running = self.running
+        output = sum(status(job_id).output_bytes for job_id in running)
+        return Live(len(running), output, streams, connections)
+
     def job_started(self, info: JobInfo) -> None:
         self.running.add(info.id)
         if _active is not None:
@@ -251,12 +262,14 @@ class _LiveCollector:
             "Output bytes written to job logs (running jobs included).",
             ended_bytes + recorded.running_output_bytes,
         )
-        yield GaugeMetricFamily(
-            "jobd_output_streams_open", "Output streams open now.", recorded.open_streams
-        )
-        yield GaugeMetricFamily(
-            "jobd_connections_open", "Client connections open now.", recorded.open_connections
-        )
+        if recorded.open_streams is not None:
+            yield GaugeMetricFamily(
+                "jobd_output_streams_open", "Output streams open now.", recorded.open_streams
+            )
+        if recorded.open_connections is not None:
+            yield GaugeMetricFamily(
+                "jobd_connections_open", "Client connections open now.", recorded.open_connections
+            )
 
     async def _read(self) -> tuple[Live, int]:
         return self._live(), self._metrics.ended_output_bytes

@@ -30,7 +30,14 @@ from jobservice.core.confine import Confinement
 from jobservice.core.store import JobStore
 from jobservice.security.policy import Policy
 
-__all__ = ["JobServer", "JobSettings", "ServerConfig", "config_default", "default_run_as"]
+__all__ = [
+    "JobServer",
+    "JobSettings",
+    "NodeMetrics",
+    "ServerConfig",
+    "config_default",
+    "default_run_as",
+]
 
 log = logging.getLogger("jobservice.server")
 
@@ -178,12 +185,8 @@ class JobServer:
 
     def live(self) -> metrics.Live:
         """The figures of the present that a metrics scrape reads (on the event loop)."""
-        running = self.jobs.running
-        return metrics.Live(
-            running_jobs=len(running),
-            running_output_bytes=sum(self.coordinator.status(i).output_bytes for i in running),
-            open_streams=self.dispatcher.open_streams,
-            open_connections=len(self._grpc.connections),
+        return self.jobs.live(
+            self.coordinator.status, self.dispatcher.open_streams, len(self._grpc.connections)
         )
 
     def reload(self) -> ReloadOutcome:
@@ -216,3 +219,18 @@ class JobServer:
         self._grpc.close()
         await self._grpc.wait_closed()
         self._grpc.close_connections()
+
+
+class NodeMetrics:
+    """The metrics of `jobd agent`, which runs a cluster's jobs and serves no API of its own:
+    its jobs (started, ended by outcome, running, output recorded) on a listener like jobd's."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        metrics.enable()  # before the coordinator exists: jobs it finds lost are counted
+        self.address = address
+        self.jobs = metrics.JobMetrics()  # the coordinator's observer
+
+    def serve(self, coordinator: JobCoordinator) -> tuple[str, int]:
+        """Serve them; the bound address. Call it in the event loop, before jobs can start."""
+        metrics.watch(lambda: self.jobs.live(coordinator.status), asyncio.get_running_loop())
+        return metrics.listen(*self.address)

@@ -13,8 +13,11 @@ from jobservice.cli.jobd.logsetup import configure_logging
 from jobservice.cli.jobd.serve import (
     _open_store,
     _stop_on_signals,
+    announcer,
     default_data_dir,
     nats_options,
+    parse_listen,
+    serve_metrics,
 )
 from jobservice.core import ConfinementUnavailable, Limits
 from jobservice.core.confine import Confinement, ConfineMode, detect, root_name
@@ -92,6 +95,12 @@ log = logging.getLogger("jobservice.jobd")
     type=click.Path(file_okay=False, path_type=Path),
     help="A delegated cgroup v2 group to put jobs under (as for jobd serve).",
 )
+@click.option(
+    "--metrics-listen",
+    metavar="HOST:PORT",
+    help="Serve this node's job metrics (Prometheus, plain HTTP) here, e.g. 127.0.0.1:9465 "
+    "(off by default; keep it on loopback).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def agent(
     *,
@@ -107,6 +116,7 @@ def agent(
     max_jobs_per_user: int,
     confine: str,
     cgroup_root: Path | None,
+    metrics_listen: str | None,
     verbose: bool,
 ) -> None:
     """Run the cluster's jobs on this host: take start requests from NATS, publish output.
@@ -132,6 +142,7 @@ def agent(
         raise click.BadParameter(str(exc)) from None
     settings = NatsSettings(servers, ca, cert, key, replicas)
     limits = Limits(max_running_jobs=max_jobs, max_running_jobs_per_owner=max_jobs_per_user)
+    metrics_at = parse_listen(metrics_listen, "--metrics-listen") if metrics_listen else None
     data_dir = data_dir or default_data_dir()
     try:
         confinement, reason = detect(ConfineMode(confine), root_name(data_dir), cgroup_root)
@@ -148,6 +159,7 @@ def agent(
                 stop_grace=stop_grace,
                 limits=limits,
                 confinement=confinement,
+                metrics_at=metrics_at,
             )
         )
     finally:
@@ -162,7 +174,9 @@ async def _run(
     stop_grace: float,
     limits: Limits,
     confinement: Confinement,
+    metrics_at: tuple[str, int] | None,
 ) -> None:
+    from jobservice.api.server import NodeMetrics  # noqa: PLC0415
     from jobservice.cluster.agent import Agent  # noqa: PLC0415
     from jobservice.cluster.connect import connect  # noqa: PLC0415
     from jobservice.cluster.errors import ClusterError  # noqa: PLC0415
@@ -174,13 +188,17 @@ async def _run(
         raise click.ClickException(str(exc)) from None
     # The host's own records, as for jobd serve: after a crash the coordinator ends what was left
     # of the jobs it ran (and the agent then marks them Lost in the cluster).
+    metrics = NodeMetrics(metrics_at) if metrics_at is not None else None
     coordinator = JobCoordinator(
         data_dir,
         stop_grace=stop_grace,
         limits=limits,
         store=_open_store(data_dir),
         confinement=confinement,
+        observer=metrics.jobs if metrics is not None else None,
     )
+    if metrics is not None:
+        serve_metrics(lambda: metrics.serve(coordinator), metrics.address, announcer())
     node = Agent(nc, coordinator, name, settings.replicas)
     stop = _stop_on_signals()
     running = asyncio.create_task(node.run())

@@ -35,7 +35,16 @@ from jobservice.store import SqliteStore, StoreError
 if TYPE_CHECKING:
     from jobservice.cluster.connect import NatsSettings
 
-__all__ = ["default_data_dir", "fds_needed", "nats_options", "on_hangup", "serve"]
+__all__ = [
+    "announcer",
+    "default_data_dir",
+    "fds_needed",
+    "nats_options",
+    "on_hangup",
+    "parse_listen",
+    "serve",
+    "serve_metrics",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -290,7 +299,7 @@ def serve(
     """
     configure_logging(verbose, log_format)
     quiet_data_frame_repr()
-    host, port = _address(listen, "--listen")
+    host, port = parse_listen(listen, "--listen")
     data_dir = data_dir or default_data_dir()
     the_policy = _load_policy(policy)
     preflight.check_server_certificate(ca, cert, key)
@@ -309,7 +318,7 @@ def serve(
         policy=the_policy,
         policy_file=policy,
         crl=crl,
-        metrics_address=_address(metrics_listen, "--metrics-listen") if metrics_listen else None,
+        metrics_address=_metrics_address(metrics_listen),
         stop_grace=stop_grace,
         handshake_timeout=handshake_timeout,
         idle_timeout=idle_timeout,
@@ -328,7 +337,7 @@ def serve(
         jobs=jobs,
     )
     _ensure_fd_limit(fds_needed(config))
-    announce = _announcer()
+    announce = announcer()
     try:
         if nats is not None:
             # A front: stateless, so no job store; jobs and their records live in the cluster.
@@ -386,7 +395,11 @@ def _ensure_fd_limit(needed: int) -> None:
         )
 
 
-def _address(text: str, flag: str) -> tuple[str, int]:
+def _metrics_address(text: str | None) -> tuple[str, int] | None:
+    return parse_listen(text, "--metrics-listen") if text else None
+
+
+def parse_listen(text: str, flag: str) -> tuple[str, int]:
     try:
         return parse_address(text, allow_port_zero=True)
     except ValueError as exc:
@@ -396,7 +409,7 @@ def _address(text: str, flag: str) -> tuple[str, int]:
 Announce = Callable[..., None]
 
 
-def _announcer() -> Announce:
+def announcer() -> Announce:
     """How jobd says where it listens: a log record, timestamped as every line, whose fields a
     JSON log (--log-format json) writes as keys of their own."""
 
@@ -439,7 +452,7 @@ async def _serve(
     except OSError as exc:
         raise click.ClickException(f"cannot use data directory {config.data_dir}: {exc}") from None
     if config.metrics_address is not None:
-        _serve_metrics(server, config.metrics_address, announce)
+        serve_metrics(server.serve_metrics, config.metrics_address, announce)
     try:
         host, port = await server.start()
     except OSError as exc:
@@ -467,10 +480,12 @@ def on_hangup() -> None:
     log.warning("received SIGHUP: ignored, jobd keeps running (stop it with SIGTERM)")
 
 
-def _serve_metrics(server: JobServer, at: tuple[str, int], announce: Announce) -> None:
-    """Serve the metrics on `at`, before any job can start."""
+def serve_metrics(
+    serve: Callable[[], tuple[str, int]], at: tuple[str, int], announce: Announce
+) -> None:
+    """Serve the metrics (`serve()`, on `at`) and say where; before any job can start."""
     try:
-        host, port = server.serve_metrics()
+        host, port = serve()
     except OSError as exc:
         reason = "address already in use" if exc.errno == errno.EADDRINUSE else str(exc)
         raise click.ClickException(
@@ -530,7 +545,7 @@ async def _serve_cluster(config: ServerConfig, cluster: NatsSettings, announce: 
     except TLSPolicyError as exc:
         raise click.ClickException(f"refusing to start: {exc}") from None
     if config.metrics_address is not None:
-        _serve_metrics(server, config.metrics_address, announce)
+        serve_metrics(server.serve_metrics, config.metrics_address, announce)
     try:
         host, port = await server.start()
     except OSError as exc:
