@@ -191,6 +191,12 @@ class JobdLauncher:
         jobd.target = _wait_ready(jobd)
         return jobd
 
+    def refusal(self, *extra: str) -> subprocess.CompletedProcess[str]:
+        """`jobd serve` with `extra` arguments run to its exit: for a refusal to start."""
+        return subprocess.run(
+            self.command(*extra), capture_output=True, text=True, timeout=30, check=False
+        )
+
     def stop_all(self) -> None:
         for jobd in self.started:
             jobd.terminate()

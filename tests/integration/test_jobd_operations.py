@@ -114,13 +114,7 @@ def test_jobd_refuses_to_start_with_an_unknown_config_key(
     jobd_launcher: JobdLauncher, tmp_path: Path
 ) -> None:
     config = write_config(tmp_path / "jobd.toml", "max-job = 3\n")
-    result = subprocess.run(
-        jobd_launcher.command(f"--config={config}"),
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = jobd_launcher.refusal(f"--config={config}")
     assert result.returncode == 2
     assert "unknown key(s) max-job" in result.stderr
 

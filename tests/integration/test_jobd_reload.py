@@ -207,13 +207,7 @@ def test_jobd_refuses_to_start_with_a_crl_its_ca_did_not_sign(
     pkilib.init_pki(other, [])
     crl = tmp_path / "crl.pem"
     revoke(other, crl)
-    result = subprocess.run(
-        jobd_launcher.command(f"--crl={crl}"),
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = jobd_launcher.refusal(f"--crl={crl}")
     assert result.returncode != 0
     assert f"CRL file {crl} is not signed by a CA of the CA file" in result.stderr
 
