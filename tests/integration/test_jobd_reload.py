@@ -136,7 +136,8 @@ async def test_a_rotated_certificate_is_served_to_new_connections_only(
     before = await connect(jobd, "alice")
     assert served_certificate(jobd.target, pki) == ssl.PEM_cert_to_DER_cert(cert.read_text())
 
-    ca = pkilib.load_certified_key(pki / "ca.pem", pki / "ca.key")
+    ca_key = next(k for k in (pki / "ca-private" / "ca.key", pki / "ca.key") if k.exists())
+    ca = pkilib.load_certified_key(pki / "ca.pem", ca_key)
     fresh = pkilib.issue_certificate(
         ca, "localhost", extended_key_usage=(pkilib.SERVER_AUTH,), hosts=pkilib.SERVER_HOSTS
     )

@@ -177,7 +177,7 @@ def add_server(out: Path, days: int, names: tuple[str, ...]) -> None:
 @click.option(
     "--ca-key",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="The CA's private key.  [default: OUT/ca.key]",
+    help="The CA's private key.  [default: OUT/ca-private/ca.key, else OUT/ca.key]",
 )
 @click.option(
     "--crl",
@@ -212,7 +212,7 @@ def revoke(
     from jobservice.security.pki import load_certified_key  # noqa: PLC0415
 
     try:
-        ca = load_certified_key(out / "ca.pem", ca_key or out / "ca.key")
+        ca = load_certified_key(out / "ca.pem", ca_key or _ca_key(out))
         certificates = []
         for name in dict.fromkeys(names):
             path = out / f"{name}.pem"
@@ -228,3 +228,9 @@ def revoke(
         f"{target}: {len(result)} revoked certificate(s), next update "
         f"{result.next_update_utc:%Y-%m-%d %H:%M} UTC"
     )
+
+
+def _ca_key(out: Path) -> Path:
+    """The CA key of the PKI in `out`: in a directory of its own, or beside the certificates."""
+    apart = out / "ca-private" / "ca.key"
+    return apart if apart.exists() else out / "ca.key"
