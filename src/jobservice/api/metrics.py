@@ -82,56 +82,54 @@ class _Metrics:
     """The registry and every metric in it."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram  # noqa: PLC0415
+        from prometheus_client import (  # noqa: PLC0415
+            CollectorRegistry,
+            Counter,
+            Histogram,
+            disable_created_metrics,
+        )
+
+        # A `_created` timestamp beside every series would double the scrape for no figure.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
 
         self.registry: CollectorRegistry = CollectorRegistry(auto_describe=False)
-        r = self.registry
-        self.started: Counter = Counter("jobd_jobs_started", "Jobs started.", registry=r)
-        self.ended: Counter = Counter(
-            "jobd_jobs_ended", "Jobs ended, by outcome.", ["outcome"], registry=r
-        )
-        self.streamed: Counter = Counter(
-            "jobd_output_streamed_bytes", "Output bytes sent on Output streams.", registry=r
-        )
-        self.rpcs: Counter = Counter(
-            "jobd_rpcs",
-            "Calls answered, by method and gRPC status.",
-            ["method", "code"],
-            registry=r,
-        )
+
+        def counter(name: str, doc: str, *labels: str) -> Counter:
+            return Counter(name, doc, labels, registry=self.registry)
+
+        def preset(name: str, doc: str, label: str, values: tuple[str, ...]) -> Counter:
+            """A counter with one label whose every value is a series from the start, at 0."""
+            made = counter(name, doc, label)
+            for value in values:
+                made.labels(value)
+            return made
+
+        self.started = counter("jobd_jobs_started", "Jobs started.")
+        self.ended = preset("jobd_jobs_ended", "Jobs ended, by outcome.", "outcome", OUTCOMES)
+        self.streamed = counter("jobd_output_streamed_bytes", "Output bytes sent on streams.")
+        self.rpcs = counter("jobd_rpcs", "Calls answered, by method and status.", "method", "code")
         self.latency: Histogram = Histogram(
             "jobd_rpc_duration_seconds",
             "Time from a call's start to its answer (an Output stream: to its end).",
             ["method"],
             buckets=_BUCKETS,
-            registry=r,
+            registry=self.registry,
         )
-        self.refused: Counter = Counter(
+        self.refused = preset(
             "jobd_tls_handshakes_refused",
             "Connections refused at or right after the TLS handshake, by reason.",
-            ["reason"],
-            registry=r,
+            "reason",
+            HANDSHAKE_REFUSALS,
         )
-        self.denied: Counter = Counter(
+        self.denied = preset(
             "jobd_authorization_denials",
             "Calls authorization refused, by reason.",
-            ["reason"],
-            registry=r,
+            "reason",
+            DENIALS,
         )
-        self.limits: Counter = Counter(
-            "jobd_limits_hit",
-            "Requests and connections refused by a limit, by limit.",
-            ["limit"],
-            registry=r,
+        self.limits = preset(
+            "jobd_limits_hit", "Requests and connections refused by a limit.", "limit", LIMITS
         )
-        for labels, values in (
-            (self.ended, OUTCOMES),
-            (self.refused, HANDSHAKE_REFUSALS),
-            (self.denied, DENIALS),
-            (self.limits, LIMITS),
-        ):
-            for value in values:
-                labels.labels(value)  # every series present from the start, at 0
         self.ended_output_bytes = 0
 
 
