@@ -69,7 +69,7 @@ async def test_a_scrape_matches_the_workload(
     got = scrape_until(
         url,
         lambda now: (
-            value(now, "jobd_tls_handshakes_refused_total", reason="untrusted") == 1
+            value(now, "jobd_tls_handshakes_refused_total", reason="cert_untrusted") == 1
             and value(now, "jobd_rpcs_total", method="Output", code="CANCELLED") == 1
         ),
     )

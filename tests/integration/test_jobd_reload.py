@@ -187,8 +187,8 @@ async def test_a_revoked_user_is_refused_after_reload_while_others_go_on(
             await connect(jobd, "bob")
         url = metrics_url(jobd.wait_for_log(r"metrics on \S+").string)
         refused = "jobd_tls_handshakes_refused_total"
-        got = scrape_until(url, lambda now: value(now, refused, reason="revoked") == 1)
-        assert value(got, refused, reason="revoked") == 1
+        got = scrape_until(url, lambda now: value(now, refused, reason="cert_revoked") == 1)
+        assert value(got, refused, reason="cert_revoked") == 1
         # bob's connection was closed; the channel's attempt to connect again fails too.
         with pytest.raises(StreamTerminatedError):
             await bob.List(pb.ListRequest())

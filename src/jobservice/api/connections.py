@@ -46,8 +46,6 @@ log = logging.getLogger("jobservice.server")
 _EARLY_DATA_LIMIT = 1 << 20
 # The user a certificate without a usable identity is counted as (it gets UNAUTHENTICATED).
 _NO_IDENTITY = "-"
-# OpenSSL's verify result for a certificate on the CRL (x509_vfy.h).
-_X509_V_ERR_CERT_REVOKED = 23
 
 
 class GatedServer(grpclib_h2.ServerBase):
@@ -131,8 +129,8 @@ class GatedServer(grpclib_h2.ServerBase):
                 transport, connection, self._context, handshake_timeout=self.handshake_timeout
             )
         except (OSError, EOFError) as exc:  # SSLError, the deadline's ConnectionAbortedError...
-            self.refusals.note(peer, exc)  # why, for the operator; rate-limited
-            metrics.handshake_refused(_handshake_failure(exc))
+            reason = self.refusals.note(peer, exc)  # why, for the operator; rate-limited
+            metrics.handshake_refused(reason.name.lower())
             tls_transport = None
         else:
             if tls_transport is None or tls_transport.is_closing():
@@ -212,7 +210,7 @@ class _Connection(H2Protocol):
             return "too much data before the handshake ended"
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is None:
-            metrics.handshake_refused("protocol")
+            metrics.handshake_refused("not_tls")
             return "not a TLS connection"
         try:
             tls.check_negotiated(ssl_object)
@@ -316,17 +314,6 @@ class _Connection(H2Protocol):
         grpclib_h2.h2_connection(self).close_connection(error_code=code)
         self.connection.flush()
         self.close()
-
-
-def _handshake_failure(exc: BaseException) -> str:
-    """Which of `metrics.HANDSHAKE_REFUSALS` a failed server-side handshake was."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return "revoked" if exc.verify_code == _X509_V_ERR_CERT_REVOKED else "untrusted"
-    if isinstance(exc, ConnectionAbortedError):  # asyncio's handshake deadline
-        return "timeout"
-    if isinstance(exc, ssl.SSLError):  # no common version, cipher, group or signature
-        return "protocol"
-    return "closed"  # the peer went away mid-handshake
 
 
 def _peer(transport: asyncio.BaseTransport) -> str:

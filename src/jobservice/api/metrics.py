@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from jobservice.api.refusals import RefusalReason
 from jobservice.core import JobInfo, JobState
 
 if TYPE_CHECKING:
@@ -48,8 +49,9 @@ log = logging.getLogger("jobservice.metrics")
 
 # How a job ended: a kill's cause (memory, time) first, else how its process ended.
 OUTCOMES = ("exited", "signalled", "out_of_memory", "timed_out", "lost")
-# Why a connection was refused at or right after its TLS handshake.
-HANDSHAKE_REFUSALS = ("revoked", "untrusted", "protocol", "timeout", "closed", "policy", "flood")
+# Why a connection was refused: in its TLS handshake (refusals.RefusalReason, by name), or right
+# after it by the gate (a session outside the policy, too much data before the handshake ended).
+HANDSHAKE_REFUSALS = (*(reason.name.lower() for reason in RefusalReason), "policy", "flood")
 # Why authorization refused a call: a user in no policy, a role without the permission, or a job
 # the caller may not see (answered as if it did not exist; counted here, never told).
 DENIALS = ("unknown_user", "role", "hidden")

@@ -27,6 +27,7 @@ class RefusalReason(enum.Enum):
     CERT_EXPIRED = "client certificate has expired"
     CERT_NOT_YET_VALID = "client certificate is not yet valid"
     CERT_PURPOSE = "client certificate is not for clientAuth"
+    CERT_REVOKED = "client certificate is revoked (--crl)"
     CERT_UNTRUSTED = "client certificate is not issued by our CA"
     CERT_INVALID = "client certificate failed verification"
     NO_CERT = "client sent no certificate"
@@ -43,6 +44,7 @@ _VERIFY_CODES = {
     9: RefusalReason.CERT_NOT_YET_VALID,
     10: RefusalReason.CERT_EXPIRED,
     26: RefusalReason.CERT_PURPOSE,  # X509_V_ERR_INVALID_PURPOSE
+    23: RefusalReason.CERT_REVOKED,  # X509_V_ERR_CERT_REVOKED
     2: RefusalReason.CERT_UNTRUSTED,  # UNABLE_TO_GET_ISSUER_CERT
     18: RefusalReason.CERT_UNTRUSTED,  # DEPTH_ZERO_SELF_SIGNED_CERT
     19: RefusalReason.CERT_UNTRUSTED,  # SELF_SIGNED_CERT_IN_CHAIN
