@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from grpclib.const import Status
-from hostilehelp import launch, session_processes, wait_until
+from hostilehelp import fd_count, launch, session_processes, wait_until
 from jobdhelp import (
     Connect,
     JobdLauncher,
@@ -95,7 +95,8 @@ async def test_running_out_of_descriptors_is_survived(
         for _ in range(100):  # TCP connections that never start TLS: jobd runs out of fds
             with contextlib.suppress(OSError):
                 flood.append(socket.create_connection((host, int(port)), timeout=5))
-        await asyncio.sleep(0.3)
+        # Readiness: jobd has taken every descriptor its limit allows.
+        assert await wait_until(lambda: fd_count(server.pid) >= 48, 10), fd_count(server.pid)
         # No descriptor for a new job's log, nor for a stream's reader: a clear answer, no crash.
         start = await status_of(alice.Start(pb.StartRequest(command="true")))
         output = await status_of(read_output(alice, job_id))
