@@ -22,19 +22,59 @@ from jobdhelp import (
     status_of,
 )
 
-from jobservice.api import ConnectError
+from jobservice.api import ConnectError, JobServiceStub
 from jobservice.api.server import ServerConfig
 from jobservice.api.v1 import jobservice_pb2 as pb
 from jobservice.cli.jobd.serve import fds_needed
+
+# What jobd keeps of the chatty job: the follower's reading after the SIGTERM is bounded by it,
+# not by how long `yes` ran before (unbounded, it raced the drain deadline under load). Small
+# next to what the stubborn job's stop grace gives the follower to read it before jobd closes
+# its connection: a grpclib client loses what it has not read when the connection goes.
+_CHATTY_KEPT = 1 << 20
+_YES_LINE = b"job-output\n"
+
+
+async def _follow_paused(
+    stub: JobServiceStub, job_id: int, offset: int, accepted: asyncio.Event, go: asyncio.Event
+) -> tuple[int, pb.JobStatus | None]:
+    """Open a job's Output at `offset`, read nothing until `go`, then count it to its end.
+
+    Every byte is checked, not kept: offsets are contiguous and the data is `yes` output.
+    """
+    received = 0
+    final = None
+    async with stub.Output.open() as stream:
+        await stream.send_message(pb.OutputRequest(job_id=job_id, offset=offset), end=True)
+        await stream.recv_initial_metadata()
+        accepted.set()
+        await go.wait()
+        async for response in stream:
+            if response.HasField("chunk"):
+                chunk = response.chunk
+                assert chunk.offset == offset + received, "no gap, no repeat"
+                phase = received % len(_YES_LINE)
+                lines = _YES_LINE * (len(chunk.data) // len(_YES_LINE) + 2)
+                assert chunk.data == lines[phase : phase + len(chunk.data)], "yes, unchanged"
+                received += len(chunk.data)
+            else:
+                final = response.final_status
+    return received, final
+
+
+async def _until_truncated(stub: JobServiceStub, job_id: int) -> None:
+    """Return once jobd holds all it keeps of a job's output (a state only polling observes)."""
+    while not (await stub.Status(pb.StatusRequest(job_id=job_id))).status.output_truncated:
+        await asyncio.sleep(0.05)
 
 
 async def test_sigterm_mid_stream_ends_every_stream_and_leaves_no_process(
     jobd_launcher: JobdLauncher, connect: Connect
 ) -> None:
-    server = jobd_launcher.start("--stop-grace", "1")
+    server = jobd_launcher.start("--stop-grace", "1", "--max-output-bytes", str(_CHATTY_KEPT))
     alice = await connect(server, "alice")
     scripts = {
-        "chatty": "echo $$; exec yes job-output",  # streaming flat out when the signal comes
+        "chatty": "echo $$; exec yes job-output",  # writing flat out when the signal comes
         "tree": "echo $$; sleep 100 & (sleep 100 & wait) & wait",  # children and grandchildren
         "stubborn": "trap '' TERM; echo $$; while :; do sleep 0.1; done",  # needs SIGKILL
     }
@@ -44,18 +84,26 @@ async def test_sigterm_mid_stream_ends_every_stream_and_leaves_no_process(
     }
     leaders = {name: await first_line_number(alice, job_id) for name, job_id in jobs.items()}
     assert all(session_processes(pid) for pid in leaders.values())
-    # Each follows from where its job is now: live, not catching up on what `yes` wrote so far.
-    written = {
-        name: (await alice.Status(pb.StatusRequest(job_id=job_id))).status.output_bytes
-        for name, job_id in jobs.items()
-    }
+    # The chatty follower is live but reads nothing until the signal has gone, so its stream
+    # is mid-way for certain: output sent and unread, `yes` still writing.
+    after_pid = len(f"{leaders['chatty']}\n")
+    accepted, go = asyncio.Event(), asyncio.Event()
+    chatty = asyncio.create_task(_follow_paused(alice, jobs["chatty"], after_pid, accepted, go))
+    await asyncio.wait_for(accepted.wait(), 30)
     followers = {
-        name: await following(alice, job_id, offset=written[name]) for name, job_id in jobs.items()
+        name: await following(alice, job_id) for name, job_id in jobs.items() if name != "chatty"
     }
+    await asyncio.wait_for(_until_truncated(alice, jobs["chatty"]), 60)
     server.process.send_signal(signal.SIGTERM)
-    outputs = {name: await asyncio.wait_for(task, 20) for name, task in followers.items()}
-    assert server.process.wait(20) == 0
-    finals = {name: output.final for name, output in outputs.items()}
+    go.set()
+    # Hang guards only: each ends on its own once jobd has stopped the jobs.
+    outputs = {name: await asyncio.wait_for(task, 60) for name, task in followers.items()}
+    received, chatty_final = await asyncio.wait_for(chatty, 60)
+    assert await asyncio.to_thread(server.process.wait, 60) == 0
+    assert received == _CHATTY_KEPT - after_pid, (
+        "every byte jobd kept reaches the follower, then the end"
+    )
+    finals = {name: output.final for name, output in outputs.items()} | {"chatty": chatty_final}
     assert None not in finals.values(), "each stream ends with its job's final status"
     signals = {name: final.signal for name, final in finals.items() if final is not None}
     assert signals == {"chatty": signal.SIGTERM, "tree": signal.SIGTERM, "stubborn": signal.SIGKILL}
