@@ -92,12 +92,12 @@ class JobCoordinator:
         self.limits = limits or Limits()
         self._observer = observer
         self.confinement = confinement or Unconfined("no confinement configured")
-        self._trampoline: Trampoline | None = None
+        # Also unconfined: only the trampoline enters a job's directory as its run-as account.
+        perl = find_perl()
+        self._trampoline = Trampoline(perl) if perl is not None else None
         if self.confinement.confined:
-            perl = find_perl()
             if perl is None:
                 raise ConfinementUnavailable("perl, which places jobs in cgroups, is missing")
-            self._trampoline = Trampoline(perl)
             cgroup_killer = cgroup_killer or self.confinement.kill_job
         self._timeouts: set[asyncio.Task[None]] = set()
         self.stop_grace = stop_grace

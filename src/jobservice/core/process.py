@@ -151,23 +151,21 @@ def spawn(
 
     Its stdin is /dev/null, or a pipe (`stdin_fd`, ours to own) when `spec.stdin` asks for one.
 
-    With a cgroup, through the trampoline (which also switches to `account`); without one, a
-    different account is Python's own switch (fork instead of vfork, no cgroup to enter).
+    With a cgroup or another account, through the trampoline, which enters the cgroup and
+    switches to `account` before it enters the job's directory (Python's own switch would
+    enter it as us, then switch: a job could then start in a directory its account may not
+    reach). SpawnFailed if another account is asked for and there is no trampoline.
     """
     if account is not None and account.is_current():
         account = None
     try:
-        if cgroup is not None:
-            assert trampoline is not None, "a confined job needs the trampoline"
+        if cgroup is not None or account is not None:
+            if trampoline is None:
+                raise SpawnFailed("perl, which starts a job as another account, is missing")
             popen = _spawn_through(trampoline, spec, cgroup, account)
         else:
             popen = _popen(
-                [spec.command, *spec.args],
-                spec.executable,
-                spec.dir,
-                spec.env,
-                account=account,
-                stdin=spec.stdin,
+                [spec.command, *spec.args], spec.executable, spec.dir, spec.env, stdin=spec.stdin
             )
     except OSError as e:
         raise _spawn_error(spec, e) from None
@@ -192,7 +190,7 @@ def spawn(
 
 
 def _spawn_through(
-    trampoline: Trampoline, spec: JobSpec, cgroup: JobCgroup, account: Account | None
+    trampoline: Trampoline, spec: JobSpec, cgroup: JobCgroup | None, account: Account | None
 ) -> subprocess.Popen[bytes]:
     env_fd = env_memfd(spec.env)
     try:
@@ -201,7 +199,7 @@ def _spawn_through(
             account=account,
             directory=spec.dir,
             executable=spec.executable,
-            procs_files=cgroup.procs_files,
+            procs_files=cgroup.procs_files if cgroup is not None else (),
             argv=[spec.command, *spec.args],
         )
         # Its own cwd is "/": the trampoline enters the job's directory as the job's account.
@@ -216,7 +214,6 @@ def _popen(
     cwd: str,
     env: dict[str, str],
     *,
-    account: Account | None = None,
     pass_fds: tuple[int, ...] = (),
     stdin: bool = False,
 ) -> subprocess.Popen[bytes]:
@@ -232,9 +229,6 @@ def _popen(
         close_fds=True,
         restore_signals=True,
         pass_fds=pass_fds,
-        user=None if account is None else account.uid,
-        group=None if account is None else account.gid,
-        extra_groups=None if account is None else [],
     )
 
 
