@@ -23,7 +23,14 @@ from collections.abc import Callable
 from jobservice.core.process import live_processes
 from jobservice.core.store import Leader
 
-__all__ = ["CgroupKiller", "boot_id", "kill_leftovers", "leader_of", "start_ticks"]
+__all__ = [
+    "CgroupKiller",
+    "boot_id",
+    "kill_leftovers",
+    "kill_pinned",
+    "leader_of",
+    "start_ticks",
+]
 
 log = logging.getLogger("jobservice.core")
 
@@ -65,16 +72,9 @@ def kill_leftovers(job_id: int, leader: Leader, cgroup: CgroupKiller | None = No
     if leader.boot_id != boot_id():
         return 0  # the host rebooted since: nothing of the job can be alive
     pidfds = []
-    for pid in sorted(_leftovers(leader)):
-        with contextlib.suppress(OSError):
-            pidfd = os.pidfd_open(pid)
-            # Checked again now that the pidfd pins the process: a pid recycled between the
-            # search and here shows a different start time.
-            ticks = start_ticks(pid)
-            if ticks is None or ticks < leader.start_ticks:
-                os.close(pidfd)
-                continue
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    for pid, ticks in sorted(_leftovers(leader).items()):
+        pidfd = kill_pinned(pid, ticks)
+        if pidfd is not None:
             pidfds.append(pidfd)
     _wait_gone(pidfds)
     if pidfds:
@@ -84,22 +84,45 @@ def kill_leftovers(job_id: int, leader: Leader, cgroup: CgroupKiller | None = No
     return len(pidfds)
 
 
-def _leftovers(leader: Leader) -> set[int]:
-    found: set[int] = set()
+def kill_pinned(pid: int, ticks: int) -> int | None:
+    """SIGKILL `pid` if it is still the process that started at `ticks`; its pidfd, or None.
+
+    Checked once the pidfd pins the process: a pid that was recycled since the search (a
+    stranger, started later) shows another start time and is left alone.
+    """
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    try:
+        if start_ticks(pid) != ticks:
+            os.close(pidfd)
+            return None
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except OSError:
+        os.close(pidfd)
+        return None
+    return pidfd
+
+
+def _leftovers(leader: Leader) -> dict[int, int]:
+    """The job's processes still alive, each with its start time as seen now."""
+    found: dict[int, int] = {}
     # The group, only while its leader is the very process recorded (same start time): once the
     # leader is gone, its pid, and so the group id, may belong to someone else.
     if leader.start_ticks >= 0 and start_ticks(leader.pid) == leader.start_ticks:
-        found.add(leader.pid)
+        found[leader.pid] = leader.start_ticks
         for pid, pgid in live_processes():
-            if pgid == leader.pid:
-                found.add(pid)
+            ticks = start_ticks(pid) if pgid == leader.pid else None
+            if ticks is not None:
+                found[pid] = ticks
     if leader.pipes:
         wanted = {f"pipe:[{inode}]" for inode in leader.pipes}
         for pid, _ in live_processes():
             if pid != os.getpid() and _holds(pid, wanted):
                 ticks = start_ticks(pid)
                 if ticks is not None and ticks >= leader.start_ticks:
-                    found.add(pid)
+                    found[pid] = ticks
     return found
 
 
