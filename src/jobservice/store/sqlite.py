@@ -103,6 +103,8 @@ class SqliteStore:
         _check_owned(self.path.parent, "database directory")
         if self.path.exists():
             _check_owned(self.path, "database")
+        else:
+            _create_private(self.path)
         try:
             # Thread-safety is the Journal's: one writer at a time, possibly not the opener.
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -178,6 +180,21 @@ class SqliteStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _create_private(path: Path) -> None:
+    """An empty database file of mode 0600, before SQLite opens it.
+
+    SQLite gives the -wal and -shm files it creates the database file's mode; left to SQLite,
+    a new database and both of them would start with the umask's (0644 under the usual 022).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        os.close(os.open(path, flags, 0o600))
+    except FileExistsError:
+        pass  # made meanwhile: checked like any other by its first use below
+    except OSError as exc:
+        raise StoreError(f"cannot create {path}: {exc.strerror}") from None
 
 
 def _check_owned(path: Path, what: str) -> None:
