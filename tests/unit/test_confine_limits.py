@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from corehelp import PYTHON, collect, joined, spinner
 
 from jobservice.core import ConfinementUnavailable, InvalidRequest, JobCoordinator, JobLimits
+from jobservice.core.confine import Confinement
 
 MIB = 1 << 20
 
@@ -115,6 +118,7 @@ async def test_cgroup_limits_on_an_unconfined_coordinator_are_refused(
     ("limits", "message"),
     [
         (JobLimits(cpu=0), "cpu limit must be at least"),
+        (JobLimits(cpu=math.inf), "cpu limit must be a finite"),
         (JobLimits(memory=1024), "memory limit must be at least"),
         (JobLimits(pids=0), "pids limit must be at least 1"),
         (JobLimits(timeout=0), "timeout must be positive"),
@@ -125,3 +129,18 @@ async def test_limits_no_job_could_run_under_are_invalid(
 ) -> None:
     with pytest.raises(InvalidRequest, match=message):
         await coord.start("a", "true", limits=limits)
+
+
+async def test_an_infinite_cpu_limit_is_invalid_and_leaves_no_group(
+    confined: JobCoordinator, confinement: Confinement
+) -> None:
+    with pytest.raises(InvalidRequest, match="finite"):
+        await confined.start("a", "true", limits=JobLimits(cpu=math.inf))
+    assert confinement.job_ids() == []
+
+
+def test_a_group_whose_limits_cannot_be_written_is_removed(confinement: Confinement) -> None:
+    # Whatever the error (here not an OSError: no quota for an infinite share), nothing stays.
+    with pytest.raises(OverflowError):
+        confinement.create(4343, JobLimits(cpu=math.inf))
+    assert confinement.find(4343) is None

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import math
 import os
 import signal
 import time
@@ -456,6 +457,8 @@ def check_job_limits(limits: JobLimits) -> None:
     """Raise InvalidRequest for a limit no job could run under."""
     if limits.cpu is not None and not limits.cpu >= MIN_CPU:
         raise InvalidRequest(f"cpu limit must be at least {MIN_CPU} cores")
+    if limits.cpu is not None and not math.isfinite(limits.cpu):
+        raise InvalidRequest("cpu limit must be a finite number of cores (unset: no limit)")
     if limits.memory is not None and limits.memory < MIN_MEMORY:
         raise InvalidRequest(f"memory limit must be at least {MIN_MEMORY} bytes (4 MiB)")
     if limits.pids is not None and limits.pids < 1:

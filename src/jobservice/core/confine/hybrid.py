@@ -84,7 +84,7 @@ class HybridConfinement(Confinement):
             for path in job.v1.values():
                 path.mkdir(exist_ok=True)
             write_v1_limits(job.v1, limits)
-        except OSError:
+        except BaseException:  # whatever it was, no half-made group is left behind
             job.remove()
             raise
         return job

@@ -107,7 +107,7 @@ class V2Confinement(Confinement):
         job = V2Job(path)
         try:
             write_v2_limits(path, limits)
-        except OSError:
+        except BaseException:  # whatever it was, no half-made group is left behind
             job.remove()
             raise
         return job
