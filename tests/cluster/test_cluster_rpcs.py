@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import ssl
 import sys
 from pathlib import Path
@@ -189,3 +190,15 @@ async def test_nats_refuses_clients_without_a_cluster_role(
         await nc.flush()  # the server's -ERR precedes its PONG
         await nc.close()
     assert sum("permissions violation" in str(e).lower() for e in errors) == 2
+
+
+async def test_jobs_on_every_agent_cannot_gain_privileges(
+    one_server: Cluster, connect: Connect
+) -> None:
+    # As under jobd serve: no setuid program a job runs gives it more than its account has.
+    alice = await connect(one_server.fronts[0], "alice")
+    for node in ("n1", "n2"):
+        args = ["NoNewPrivs", "/proc/self/status"]
+        started = await alice.Start(pb.StartRequest(command="grep", args=args, node=node))
+        output = await read_output(alice, started.job_id)
+        assert re.search(rb"NoNewPrivs:\s+1", output.data(pb.STREAM_STDOUT)), node

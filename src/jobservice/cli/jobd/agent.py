@@ -21,6 +21,7 @@ from jobservice.cli.jobd.serve import (
 )
 from jobservice.core import ConfinementUnavailable, Limits
 from jobservice.core.confine import Confinement, ConfineMode, detect, root_name
+from jobservice.core.confine.privileges import set_no_new_privs
 
 if TYPE_CHECKING:
     from jobservice.cluster.connect import NatsSettings
@@ -144,6 +145,8 @@ def agent(
     limits = Limits(max_running_jobs=max_jobs, max_running_jobs_per_owner=max_jobs_per_user)
     metrics_at = parse_listen(metrics_listen, "--metrics-listen") if metrics_listen else None
     data_dir = data_dir or default_data_dir()
+    if not set_no_new_privs():  # as jobd serve: no job it starts gains privileges through exec
+        log.warning("cannot set no_new_privs: jobs may gain privileges through setuid programs")
     try:
         confinement, reason = detect(ConfineMode(confine), root_name(data_dir), cgroup_root)
     except ConfinementUnavailable as exc:
