@@ -371,6 +371,11 @@ class JobCoordinator:
             self._jobs[info.id] = FinishedJob(info, output)
             self._janitor.usage.add(info.owner, size)
         self._next_id = max(self._next_id, stored.next_id)
+        # A group no running record names: its job was spawned but not yet recorded when the
+        # server died (or its group outlived its end). Nothing else would ever end it.
+        for job_id in self.confinement.job_ids():
+            if self.confinement.kill_job(job_id):
+                log.warning("job %d: its cgroup was left without a running record: killed", job_id)
         if lost:
             self._journal.write_now(lost)
             log.warning("%d job(s) were running when jobd last stopped: now lost", len(lost))
