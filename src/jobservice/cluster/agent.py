@@ -57,8 +57,19 @@ _FETCH_WAIT = 2.0
 class Agent:
     """One host's agent; `run()` serves until `stop()`, then stops its jobs as jobd does."""
 
-    def __init__(self, nc: Client, coordinator: JobCoordinator, name: str, replicas: int) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        coordinator: JobCoordinator,
+        name: str,
+        replicas: int,
+        *,
+        default_account: Account | None = None,
+    ) -> None:
         self.name = layout.validate_node_name(name)
+        # A start that names no account (its front resolved none) runs as this one, never as
+        # the agent's own (root) account; None only where the agent itself is not root.
+        self._default_account = default_account
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream()
         self._coord = coordinator
@@ -191,7 +202,7 @@ class Agent:
                 request.dir,
                 request.env,
                 limits=request.limits,
-                run_as=_account(request.run_as),
+                run_as=_account(request.run_as) or self._default_account,
             )
         except JobError as exc:
             await self._reply(reply, encode_error(exc, job_id))

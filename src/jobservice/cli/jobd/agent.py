@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ from jobservice.cli.jobd.serve import (
 )
 from jobservice.core import ConfinementUnavailable, Limits
 from jobservice.core.confine import Confinement, ConfineMode, detect, root_name
+from jobservice.core.confine.account import Account
 from jobservice.core.confine.privileges import set_no_new_privs
 
 if TYPE_CHECKING:
@@ -97,6 +99,12 @@ log = logging.getLogger("jobservice.jobd")
     help="A delegated cgroup v2 group to put jobs under (as for jobd serve).",
 )
 @click.option(
+    "--run-as",
+    metavar="ACCOUNT",
+    help="Unix account for jobs whose start names none (no run_as in the front's policy and "
+    "no --run-as there). Default: nobody when the agent runs as root; never root itself.",
+)
+@click.option(
     "--metrics-listen",
     metavar="HOST:PORT",
     help="Serve this node's job metrics (Prometheus, plain HTTP) here, e.g. 127.0.0.1:9465 "
@@ -117,6 +125,7 @@ def agent(
     max_jobs_per_user: int,
     confine: str,
     cgroup_root: Path | None,
+    run_as: str | None,
     metrics_listen: str | None,
     verbose: bool,
 ) -> None:
@@ -145,6 +154,7 @@ def agent(
     limits = Limits(max_running_jobs=max_jobs, max_running_jobs_per_owner=max_jobs_per_user)
     metrics_at = parse_listen(metrics_listen, "--metrics-listen") if metrics_listen else None
     data_dir = data_dir or default_data_dir()
+    default_account = _default_account(run_as)
     if not set_no_new_privs():  # as jobd serve: no job it starts gains privileges through exec
         log.warning("cannot set no_new_privs: jobs may gain privileges through setuid programs")
     try:
@@ -163,6 +173,7 @@ def agent(
                 limits=limits,
                 confinement=confinement,
                 metrics_at=metrics_at,
+                default_account=default_account,
             )
         )
     finally:
@@ -178,6 +189,7 @@ async def _run(
     limits: Limits,
     confinement: Confinement,
     metrics_at: tuple[str, int] | None,
+    default_account: Account | None,
 ) -> None:
     from jobservice.api.server import NodeMetrics  # noqa: PLC0415
     from jobservice.cluster.agent import Agent  # noqa: PLC0415
@@ -202,7 +214,7 @@ async def _run(
     )
     if metrics is not None:
         serve_metrics(lambda: metrics.serve(coordinator), metrics.address, announcer())
-    node = Agent(nc, coordinator, name, settings.replicas)
+    node = Agent(nc, coordinator, name, settings.replicas, default_account=default_account)
     stop = _stop_on_signals()
     running = asyncio.create_task(node.run())
     ready = asyncio.create_task(node.wait_ready())
@@ -220,3 +232,24 @@ async def _run(
     # this process must publish was acknowledged already.
     await nc.close()
     log.info("stopped")
+
+
+def _default_account(name: str | None) -> Account | None:
+    """The account for starts that name none: --run-as, else nobody under root; never root."""
+    if os.geteuid() != 0:
+        if name:
+            log.warning("the agent is not root: --run-as %s is ignored; jobs run as it", name)
+        return None  # an unprivileged agent can only run jobs as itself
+    try:
+        account = Account.lookup(name or "nobody")
+    except KeyError:
+        raise click.BadParameter(
+            f"no account {name!r} on this host", param_hint="--run-as"
+        ) from None
+    if account.is_root:
+        raise click.BadParameter(
+            "root would run every unnamed job as root; name root in the front's policy "
+            '(run_as = "root") for the users that really need it',
+            param_hint="--run-as",
+        )
+    return account
