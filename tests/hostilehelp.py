@@ -33,6 +33,7 @@ from h2.events import (
     TrailersReceived,
 )
 from h2.settings import SettingCodes
+from hyperframe.frame import DataFrame, Frame
 from jobdhelp import Credentials, Jobd, JobdLauncher
 
 from jobservice.security import tls
@@ -178,6 +179,7 @@ class RawH2:
         self.goaway: ConnectionTerminated | None = None
         self.closed = False
         self.ping_acks: set[bytes] = set()
+        self._out = bytearray()  # frames queued by hand, before h2's own
 
     @classmethod
     async def open(
@@ -226,8 +228,22 @@ class RawH2:
     def reset(self, stream_id: int) -> None:
         self.h2.reset_stream(stream_id)
 
+    def send_frame(self, frame: Frame) -> None:
+        """Queue a frame as it is, behind h2's back (it would refuse to send most abuse)."""
+        self._out += self.h2.data_to_send()  # keep the order frames were asked for
+        self._out += frame.serialize()
+
+    def made_you_reset(self, rpc: str, request: bytes) -> int:
+        """A complete call, then an empty DATA frame on its closed side: the server resets it."""
+        self.ignore_stream_limit()  # they close as fast as the server's resets come back
+        stream_id = self.request(rpc)
+        self.send(stream_id, request)
+        self.send_frame(DataFrame(stream_id, b""))
+        return stream_id
+
     async def flush(self) -> None:
-        data = self.h2.data_to_send()
+        data = bytes(self._out) + self.h2.data_to_send()
+        self._out.clear()
         if data:
             self.writer.write(data)
             await self.writer.drain()

@@ -12,12 +12,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from jobservice.api import JobServiceStub
+from jobservice.api.server import ServerConfig
 from jobservice.api.v1 import jobservice_pb2 as pb
 from jobservice.core.confine import ConfineMode, detect, root_name
 
@@ -32,6 +34,7 @@ __all__ = [
     "credentials",
     "forget_cgroups",
     "jobd_command",
+    "loopback_config",
     "pid_exists",
     "read_output",
     "status_of",
@@ -69,6 +72,19 @@ def jobd_command() -> list[str]:
     if script.exists():
         return [str(script)]
     return [sys.executable, "-m", "jobservice.cli.jobd"]
+
+
+def loopback_config(pki: Path, data_dir: Path, **overrides: Any) -> ServerConfig:
+    """A ServerConfig for an in-process server on a free loopback port with `pki`'s server."""
+    return ServerConfig(
+        host="127.0.0.1",
+        port=0,
+        ca=pki / "ca.pem",
+        cert=pki / "server.pem",
+        key=pki / "server.key",
+        data_dir=data_dir,
+        **overrides,
+    )
 
 
 @dataclass(frozen=True)

@@ -29,15 +29,21 @@ __all__ = [
 LOG_FIELDS = "fields"
 
 # C0 controls except tab, DEL, C1 controls, the Unicode line and paragraph separators, and the
-# bidirectional overrides and isolates (which reorder what a reader sees of the text around them).
-CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# bidirectional controls: overrides, isolates and marks (which reorder what a reader sees of
+# the text around them: U+202E shows "txt.exe" as "exe.txt").
+CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 _INDENT = "    "
 _PLAIN = re.compile(r"[\w.@+-]+", re.ASCII)
 
 
 def quote_field(value: str) -> str:
-    """`value` as is when it is one plain word, else JSON-quoted: one log field stays one."""
-    return value if _PLAIN.fullmatch(value) else json.dumps(value)
+    """`value` as is when it is one plain word, else JSON-quoted: one log field stays one.
+
+    Spaces are written `\\u0020` (still JSON), so that no field a caller supplies can hold
+    `audit user=charlie` and match a grep for charlie's audit lines; JSON's own escapes cover
+    controls and every non-ASCII character (bidirectional controls included).
+    """
+    return value if _PLAIN.fullmatch(value) else json.dumps(value).replace(" ", "\\u0020")
 
 
 def escape_controls(text: str) -> str:

@@ -10,7 +10,7 @@ from clusterhelp import FRONTS, NODES, Cluster
 from jobdhelp import USERS
 
 from jobservice.security.cluster_pki import issue_cluster_certificates
-from jobservice.security.pki import init_pki, load_certified_key
+from jobservice.security.pki import CA_KEY, init_pki, load_certified_key
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +24,7 @@ def cluster_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The development PKI plus node certificates n1-n3 and front certificates f1, f2."""
     out = tmp_path_factory.mktemp("cluster-pki")
     init_pki(out, USERS)
-    ca = load_certified_key(out / "ca.pem", out / "ca.key")
+    ca = load_certified_key(out / "ca.pem", out / CA_KEY)
     issue_cluster_certificates(ca, out, NODES, FRONTS, days=1)
     return out
 

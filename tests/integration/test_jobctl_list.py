@@ -47,3 +47,15 @@ def test_empty_list(jobd: Server, pki: Path, tmp_path: Path) -> None:
     table, as_json = ctl.many([("list",), ("list", "--json")])
     assert table.stdout.split() == ["ID", "OWNER", "STATE", "EXIT", "STARTED", "COMMAND"]
     assert json.loads(as_json.stdout) == []
+
+
+def test_list_follows_every_page(jobd: Server, pki: Path, tmp_path: Path) -> None:
+    ctl = Jobctl(jobd.target, pki, tmp_path)
+    # Two running jobs with ~900 KiB of arguments each: over a page's 1 MiB, so two pages.
+    big = ["a" * ((127 << 10) - 1)] * 7
+    jobs = [ctl.start("sh", "-c", "sleep 30", "sh", *big) for _ in range(2)]
+    listed = ctl("list", "--json")
+    for job in jobs:
+        ctl("stop", str(job))
+    assert listed.code == 0, str(listed)
+    assert [job["id"] for job in json.loads(listed.stdout)] == jobs

@@ -9,6 +9,8 @@ from cryptography import x509
 from jobctl_support import Jobctl
 from jobdhelp import JobdLauncher, jobd_command
 
+from jobservice.security.pki import CA_KEY
+
 
 def _jobd(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -43,8 +45,8 @@ def test_an_added_user_and_server_name_work_with_a_real_jobd(
     pki = jobd_launcher.pki  # the session's PKI: add to a copy of it
     copy = tmp_path / "pki"
     copy.mkdir()
-    for name in ("ca.pem", "ca.key", "server.pem", "server.key"):
-        (copy / name).write_bytes((pki / name).read_bytes())
+    for name in ("ca.pem", "ca.key", "server.pem", "server.key"):  # ca.key beside: the old layout
+        (copy / name).write_bytes((pki / (CA_KEY if name == "ca.key" else name)).read_bytes())
         (copy / name).chmod(0o600)
     assert _jobd("pki", "add-user", "--out", str(copy), "charlie").returncode == 0
     made = _jobd("pki", "add-server", "--out", str(copy), "--name", "localhost", "--name", "::1")

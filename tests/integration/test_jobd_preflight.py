@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 from jobdhelp import JobdLauncher, jobd_command
 
-from jobservice.security.pki import SERVER_AUTH, SERVER_HOSTS, issue_certificate, load_certified_key
+from jobservice.security.pki import (
+    CA_KEY,
+    SERVER_AUTH,
+    SERVER_HOSTS,
+    issue_certificate,
+    load_certified_key,
+)
 
 
 def _run_jobd(*args: str) -> subprocess.CompletedProcess[str]:
@@ -39,7 +45,7 @@ def test_a_second_jobd_on_the_same_data_dir_is_refused(
 
 
 def _issue(pki: Path, out: Path, **kwargs: Any) -> tuple[Path, Path]:
-    ca = load_certified_key(pki / "ca.pem", pki / "ca.key")
+    ca = load_certified_key(pki / "ca.pem", pki / CA_KEY)
     made = issue_certificate(ca, "localhost", hosts=SERVER_HOSTS, **kwargs)
     out.mkdir()
     made.write(out / "server.pem", out / "server.key")

@@ -92,7 +92,7 @@ async def test_every_id_given_out_before_a_kill_9_exists_after_it(
     for job_id in given:
         status = (await stub.Status(pb.StatusRequest(job_id=job_id))).status
         assert status.job_id == job_id
-    listed = [job.job_id for job in (await stub.List(pb.ListRequest())).jobs]
+    listed = [job.job_id for job in (await stub.List(pb.ListRequest(page_size=1000))).jobs]
     assert set(given) <= set(listed)
     assert len(listed) == len(set(listed))
     new = (await stub.Start(pb.StartRequest(command="true"))).job_id

@@ -162,10 +162,13 @@ def test_pki_init_writes_a_usable_pki(tmp_path: Path) -> None:
     out = tmp_path / "pki"
     result = run_jobd("pki", "init", "--out", str(out), "--user", "dana", "--user", "eve")
     assert result.returncode == 0, result.stderr
-    names = {"ca", "server", "dana", "eve"}
-    assert {p.name for p in out.iterdir()} == {f"{n}.{e}" for n in names for e in ("pem", "key")}
-    for name in names:
-        assert stat.S_IMODE((out / f"{name}.key").stat().st_mode) == 0o600
+    names = {"server", "dana", "eve"}
+    expected = {"ca.pem", "ca-private", *(f"{n}.{e}" for n in names for e in ("pem", "key"))}
+    assert {p.name for p in out.iterdir()} == expected
+    for key in [*(out / f"{name}.key" for name in names), out / "ca-private" / "ca.key"]:
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE((out / "ca-private").stat().st_mode) == 0o700
+    assert "warning: the CA key is in" in result.stderr
     again = run_jobd("pki", "init", "--out", str(out), "--user", "dana")
     assert again.returncode != 0, "an existing PKI is not overwritten without --force"
     bad = run_jobd("pki", "init", "--out", str(tmp_path / "x"), "--user", "../evil")

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 from grpclib.const import Status
-from jobdhelp import Jobd, credentials, status_of
+from jobdhelp import Jobd, credentials, loopback_config, status_of
 
 from jobservice.api import JobServiceStub, close_channel, open_channel
-from jobservice.api.server import JobServer, ServerConfig
+from jobservice.api.server import JobServer
 from jobservice.api.v1 import jobservice_pb2 as pb
 from jobservice.security import pki as devpki
 
@@ -70,15 +70,7 @@ async def first_bytes(target: str, ctx: ssl.SSLContext) -> bytes:
 async def in_process_server(
     pki: Path, data_dir: Path, context: ssl.SSLContext
 ) -> AsyncIterator[str]:
-    config = ServerConfig(
-        host="127.0.0.1",
-        port=0,
-        ca=pki / "ca.pem",
-        cert=pki / "server.pem",
-        key=pki / "server.key",
-        data_dir=data_dir,
-    )
-    server = JobServer(config, context=context)
+    server = JobServer(loopback_config(pki, data_dir), context=context)
     host, port = await server.start()
     try:
         yield f"{host}:{port}"
@@ -122,7 +114,7 @@ async def test_clients_without_a_certificate_from_our_ca_get_nothing(
 async def test_a_certificate_without_client_auth_is_unauthenticated(
     shared_jobd: Jobd, pki: Path, tmp_path: Path
 ) -> None:
-    ca = devpki.load_certified_key(pki / "ca.pem", pki / "ca.key")
+    ca = devpki.load_certified_key(pki / "ca.pem", pki / devpki.CA_KEY)
     # CN=alice from the right CA, but issued for any purpose rather than client authentication.
     devpki.issue_certificate(ca, "alice", extended_key_usage=None).write(
         tmp_path / "any.pem", tmp_path / "any.key"

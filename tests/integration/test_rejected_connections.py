@@ -14,6 +14,7 @@ from jobdhelp import Jobd, JobdLauncher
 
 from jobservice.api.refusals import RefusalLog, RefusalReason, classify
 from jobservice.security.pki import (
+    CA_KEY,
     SERVER_AUTH,
     create_ca,
     issue_certificate,
@@ -25,7 +26,7 @@ _DAY = timedelta(days=1)
 
 def _alice(pki: Path, out: Path, *, foreign: bool = False, **kwargs: Any) -> Path:
     """A certificate for alice made as asked, with its key beside it; returns the .pem."""
-    ca = create_ca() if foreign else load_certified_key(pki / "ca.pem", pki / "ca.key")
+    ca = create_ca() if foreign else load_certified_key(pki / "ca.pem", pki / CA_KEY)
     out.mkdir()
     issue_certificate(ca, "alice", **kwargs).write(out / "alice.pem", out / "alice.key")
     return out / "alice.pem"
@@ -67,7 +68,7 @@ def test_a_refused_certificate_is_explained_on_both_sides(
 def test_a_name_the_server_certificate_is_not_for_says_which_names_are(
     jobd_launcher: JobdLauncher, pki: Path, tmp_path: Path
 ) -> None:
-    ca = load_certified_key(pki / "ca.pem", pki / "ca.key")
+    ca = load_certified_key(pki / "ca.pem", pki / CA_KEY)
     named = issue_certificate(ca, "jobd.example", extended_key_usage=(SERVER_AUTH,),
                               hosts=("jobd.example",))  # fmt: skip
     named.write(tmp_path / "named.pem", tmp_path / "named.key")

@@ -205,7 +205,7 @@ async def raw_call(channel: Channel, rpc: str, data: bytes) -> tuple[Status, str
     running job, counts as answered OK and is cancelled.
     """
     cardinality = Cardinality.UNARY_STREAM if rpc == "Output" else Cardinality.UNARY_UNARY
-    reply = pb.OutputResponse if rpc == "Output" else pb.ListResponse
+    reply = getattr(pb, f"{rpc}Response")
     stream = channel.request(
         f"/jobservice.v1.JobService/{rpc}", cardinality, RawMessage, reply, timeout=ANSWER_WITHIN
     )

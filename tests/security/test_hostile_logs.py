@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import stat
@@ -12,7 +13,7 @@ from hostilehelp import assert_log_lines_are_records
 from jobdhelp import Connect, Jobd, read_output
 
 from jobservice.api.v1 import jobservice_pb2 as pb
-from jobservice.logsafe import SafeFormatter, escape_controls
+from jobservice.logsafe import SafeFormatter, escape_controls, quote_field
 
 FORGED = (
     "2026-01-01 00:00:00,000 INFO jobservice.audit: audit user=charlie rpc=Stop job=0 result=OK"
@@ -34,7 +35,8 @@ async def test_a_command_name_cannot_forge_audit_lines(
     log = shared_jobd.log
     assert "\x1b" not in log
     assert not any(line.startswith(FORGED) for line in log.splitlines())
-    assert f"x\\x0a{FORGED}\\x1b[2J\\x0d" in log  # shown, escaped, in its own record
+    assert quote_field(str(command)) in log  # shown, quoted and escaped, in its own record
+    assert "audit user=charlie" not in log  # not even inside another record
     assert_log_lines_are_records(log)
 
 
@@ -56,4 +58,17 @@ def test_tracebacks_are_indented_and_escaped() -> None:
 def test_escape_controls_keeps_text_and_escapes_controls() -> None:
     assert escape_controls("plain tab\there ünïcode") == "plain tab\there ünïcode"
     assert escape_controls("\x00\x07\x7f\x85\u2028") == "\\x00\\x07\\x7f\\x85\\u2028"
+    # Bidirectional controls: U+202E shows "txt.exe" as "exe.txt".
+    assert escape_controls("a\u202etxt.exe\u2066\u200f") == "a\\u202etxt.exe\\u2066\\u200f"
+
+
+def test_a_quoted_field_holds_no_space_and_reads_back_as_json() -> None:
+    name = "x audit user=charlie rpc=Stop job=7 result=OK \u202e\n"
+    quoted = quote_field(name)
+    assert quoted == (
+        '"x\\u0020audit\\u0020user=charlie\\u0020rpc=Stop\\u0020job=7\\u0020result=OK'
+        '\\u0020\\u202e\\n"'
+    )
+    assert json.loads(quoted) == name
+    assert quote_field("alice") == "alice"
     assert os.linesep not in escape_controls(f"a{os.linesep}b")

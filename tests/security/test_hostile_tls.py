@@ -147,7 +147,7 @@ def test_the_pki_refuses_odd_names(name: str, tmp_path: Path) -> None:
 
 def mint(pki: Path, name: str, out: Path) -> tuple[Path, Path]:
     """A client certificate with CN=`name`, signed by the trusted CA's key, bypassing checks."""
-    ca = devpki.load_certified_key(pki / "ca.pem", pki / "ca.key")
+    ca = devpki.load_certified_key(pki / "ca.pem", pki / devpki.CA_KEY)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # cryptography warns about CNs over 64 characters
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name, _validate=False)])
@@ -181,7 +181,8 @@ async def test_odd_names_from_the_trusted_ca_are_refused_or_contained(
     if ODD_NAMES[name] is Status.UNAUTHENTICATED:
         shown, job = "-", "-"
     else:
-        shown = name if re.fullmatch(r"[\w.@+-]+", name, re.ASCII) else json.dumps(name)
+        plain = re.fullmatch(r"[\w.@+-]+", name, re.ASCII)
+        shown = name if plain else json.dumps(name).replace(" ", "\\u0020")
         job = str(job_id)
     line = f"audit user={shown} rpc=Status job={job} result={ODD_NAMES[name].name} "
     await shared_jobd.logged(re.escape(line))

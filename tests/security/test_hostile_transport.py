@@ -26,12 +26,12 @@ from hostilehelp import (
     tls_connect,
     wait_until,
 )
-from jobdhelp import Connect, JobdLauncher, credentials, read_output, status_of
+from jobdhelp import Connect, JobdLauncher, credentials, loopback_config, read_output, status_of
 
 from jobservice._upstream.grpclib_h2 import channel_protocol
 from jobservice.api import ConnectError, ConnectFailure, close_channel, open_channel
 from jobservice.api.h2guard import RESET_BURST
-from jobservice.api.server import JobServer, ServerConfig
+from jobservice.api.server import JobServer
 from jobservice.api.v1 import jobservice_pb2 as pb
 
 MIB = 1 << 20
@@ -59,7 +59,7 @@ async def test_an_idle_connection_is_closed_with_goaway(
     assert time.monotonic() - began > 0.8  # not before the idle timeout (no upper bound here:
     assert raw.goaway is not None  # a slow machine is not a failure; until_closed bounds it)
     assert raw.goaway.error_code == ErrorCodes.NO_ERROR  # an orderly close, not an error
-    await server.logged(r"closing connection from 127\.0\.0\.1:\d+: no open stream for 1s")
+    await server.logged(r"closing connection from 127\.0\.0\.1:\d+: no request for 1s")
 
 
 async def test_an_open_stream_keeps_its_connection_and_clients_reconnect_after(
@@ -75,7 +75,7 @@ async def test_an_open_stream_keeps_its_connection_and_clients_reconnect_after(
     assert isinstance(handler, grpclib.client.Handler)
     output = await asyncio.wait_for(read_output(alice, job_id), 10)  # open 2.5 s: not idle
     assert output.data() == b"late\n"
-    await server.logged(r"no open stream for 1s")  # then idle, and closed
+    await server.logged(r"no request for 1s")  # then idle, and closed
     assert await wait_until(lambda: handler.connection_lost, 5)  # the client has seen it
     # grpclib's channel opens a new connection for the next call.
     status = (await alice.Status(pb.StatusRequest(job_id=job_id))).status
@@ -126,7 +126,7 @@ async def test_stalling_clients_cannot_hold_the_connection_places(
     )
     creds = credentials(pki, "alice")
     host, port = server.target.rsplit(":", 1)
-    # Four kinds of stalling client take the four places.
+    # Four kinds of stalling client take the four places: two before TLS, two after.
     tcp_only = socket.create_connection((host, int(port)), timeout=10)
     half_hello = partial_client_hello(server.target)
     tls_only, _ = await tls_connect(server.target, creds)
@@ -135,13 +135,24 @@ async def test_stalling_clients_cannot_hold_the_connection_places(
     await stalled_call.flush()
     # jobd took the last connection in, so the three before it (accepted in order) too.
     await stalled_call.barrier()
-    began = time.monotonic()
+    # Newcomers take the places of the oldest handshakes: the stallers before TLS hold nothing.
+    newcomers = [
+        await open_channel(server.target, ca=creds.ca, cert=creds.cert, key=creds.key)
+        for _ in range(2)
+    ]
+    for sock in (tcp_only, half_hello):
+        with sock:
+            assert sees_eof(sock)
+    # Now four established connections: the next is refused at once, before any TLS work.
     with pytest.raises(ConnectError) as refused:
         await open_channel(server.target, ca=creds.ca, cert=creds.cert, key=creds.key)
     assert refused.value.reason is ConnectFailure.REJECTED
     assert "reset before the TLS handshake ended" in refused.value.detail  # no TLS work done
     await server.logged(r"refused connection from 127\.0\.0\.1:\d+: connection limit \(4\)")
+    for newcomer in newcomers:
+        await close_channel(newcomer)
     # Within the deadlines every place is given back without the stallers' help.
+    began = time.monotonic()
     channel = None
     while channel is None and time.monotonic() - began < 8:
         try:
@@ -152,9 +163,6 @@ async def test_stalling_clients_cannot_hold_the_connection_places(
     await close_channel(channel)
     assert await stalled_call.until_closed(5)
     assert await read_until_eof(tls_only, 5)
-    for sock in (tcp_only, half_hello):
-        with sock:
-            assert sees_eof(sock)
 
 
 async def test_streams_over_the_per_connection_limit_close_that_connection_only(
@@ -316,15 +324,7 @@ async def test_output_streams_per_user_are_limited(
 
 async def test_failed_handshakes_leave_nothing_behind(pki: Path, tmp_path: Path) -> None:
     """In process, to see the server's own bookkeeping: a flood of bad handshakes is forgotten."""
-    config = ServerConfig(
-        host="127.0.0.1",
-        port=0,
-        ca=pki / "ca.pem",
-        cert=pki / "server.pem",
-        key=pki / "server.key",
-        data_dir=tmp_path,
-        handshake_timeout=0.5,
-    )
+    config = loopback_config(pki, tmp_path, handshake_timeout=0.5)
     server = JobServer(config)
     host, port = await server.start()
     grpc = server._grpc

@@ -54,7 +54,7 @@ def _write(directory: Path, stem: str, certified: pki.CertifiedKey) -> Pair:
 def make_tls_pki(out: Path) -> TlsPki:
     """Write the PKI into ``out``."""
     pki.init_pki(out, ["alice"])
-    ca = pki.load_certified_key(out / "ca.pem", out / "ca.key")
+    ca = pki.load_certified_key(out / "ca.pem", out / pki.CA_KEY)
     other = pki.create_ca("another CA")
     now = datetime.now(UTC)
     return TlsPki(

@@ -23,11 +23,13 @@ from jobservice.core import (
     DirectoryNotFound,
     InvalidRequest,
     JobCoordinator,
+    JobNotFound,
     JobState,
     LimitExceeded,
     Limits,
 )
-from jobservice.core.output_log import Admit, OutputLog
+from jobservice.core.ids import MAX_JOB_ID
+from jobservice.core.output_log import MAGIC, Admit, OutputLog
 
 
 async def test_ids_start_at_zero_and_increase(coord: JobCoordinator) -> None:
@@ -56,11 +58,48 @@ async def test_ids_continue_after_a_restart_on_the_same_data_dir(tmp_path: Path)
 
 
 async def test_other_files_in_the_log_directory_are_ignored(tmp_path: Path) -> None:
-    (tmp_path / "logs").mkdir()
-    for name in ("notes.log", "7.log.bak", ".log", "3.log"):
-        (tmp_path / "logs" / name).write_text("")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "3.log").write_bytes(MAGIC)  # one of ours
+    # Names jobd does not write, ids out of range, and files that are not logs of ours.
+    for name in (
+        "notes.log",
+        "7.log.bak",
+        ".log",
+        "08.log",
+        f"{2**63}.log",
+        f"{2**64 - 1}.log",
+        f"{2**62}x.log",
+    ):
+        (logs / name).write_bytes(MAGIC)
+    (logs / "12.log").write_text("no magic: not a log jobd wrote")
+    (logs / "9.log").mkdir()
     coord = JobCoordinator(tmp_path)
     assert await coord.start("a", "true") == 4
+    await coord.close()
+
+
+async def test_a_taken_log_name_is_skipped(tmp_path: Path) -> None:
+    coord = JobCoordinator(tmp_path)
+    assert await coord.start("a", "true") == 0
+    (tmp_path / "logs" / "1.log").write_text("planted")
+    (tmp_path / "logs" / "2.log").mkdir()
+    assert await coord.start("a", "true") == 3
+    assert await coord.start("a", "true") == 4
+    assert (tmp_path / "logs" / "1.log").read_text() == "planted"
+    with pytest.raises(JobNotFound):
+        coord.status(1)
+    await coord.close()
+
+
+async def test_ids_end_at_the_top_of_their_range(tmp_path: Path) -> None:
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / f"{MAX_JOB_ID - 1}.log").write_bytes(MAGIC)
+    coord = JobCoordinator(tmp_path)
+    assert await coord.start("a", "true") == MAX_JOB_ID
+    with pytest.raises(LimitExceeded, match="no job id is left"):
+        await coord.start("a", "true")
+    assert [info.id for info in coord.list()] == [MAX_JOB_ID]
     await coord.close()
 
 

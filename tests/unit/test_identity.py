@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from certhelp import END_ENTITY, Hash, StringType, mint_client
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from jobservice.security import pki
 from jobservice.security.errors import AuthenticationError
-from jobservice.security.identity import Identity, identity_from_certificate
+from jobservice.security.identity import Identity, common_name_tag, identity_from_certificate
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +91,61 @@ def test_unprintable_or_padded_common_name(ca: pki.CertifiedKey, cn: str) -> Non
 def test_garbage_is_not_a_certificate() -> None:
     with pytest.raises(AuthenticationError, match="cannot be parsed"):
         identity_from_certificate(b"\x30\x03garbage")
+
+
+def _custom(
+    ca: pki.CertifiedKey,
+    *,
+    basic: x509.BasicConstraints | None = END_ENTITY,
+    algorithm: Hash | None = None,
+    cn_type: StringType = StringType.UTF8String,
+) -> bytes:
+    """alice's client certificate from `ca` with the given basicConstraints, hash and CN type."""
+    certified = mint_client(ca, basic=basic, algorithm=algorithm, cn_type=cn_type)
+    return _der(certified)
+
+
+def test_a_certificate_built_as_the_pki_does_is_accepted(ca: pki.CertifiedKey) -> None:
+    assert identity_from_certificate(_custom(ca)) == Identity("alice")
+    printable = _custom(ca, cn_type=StringType.PrintableString)
+    assert identity_from_certificate(printable) == Identity("alice")
+
+
+@pytest.mark.parametrize(
+    ("kind", "error"),
+    [
+        ("ca-true", "a CA certificate"),
+        ("no-basic-constraints", "no basic constraints"),
+        ("ecdsa-with-sha256", "not signed with ecdsa-with-SHA384"),
+        ("ecdsa-with-sha512", "not signed with ecdsa-with-SHA384"),
+        ("bmpstring-cn", "not a UTF8String or PrintableString"),
+        ("teletexstring-cn", "not a UTF8String or PrintableString"),
+        ("universalstring-cn", "not a UTF8String or PrintableString"),
+    ],
+)
+def test_certificates_unlike_the_pkis_are_refused(
+    ca: pki.CertifiedKey, kind: str, error: str
+) -> None:
+    der = {
+        "ca-true": lambda: _custom(ca, basic=x509.BasicConstraints(ca=True, path_length=None)),
+        "no-basic-constraints": lambda: _custom(ca, basic=None),
+        "ecdsa-with-sha256": lambda: _custom(ca, algorithm=hashes.SHA256()),
+        "ecdsa-with-sha512": lambda: _custom(ca, algorithm=hashes.SHA512()),
+        "bmpstring-cn": lambda: _custom(ca, cn_type=StringType.BMPString),
+        "teletexstring-cn": lambda: _custom(ca, cn_type=StringType.T61String),
+        "universalstring-cn": lambda: _custom(ca, cn_type=StringType.UniversalString),
+    }[kind]()
+    with pytest.raises(AuthenticationError, match=error):
+        identity_from_certificate(der)
+
+
+def test_the_common_name_tag_is_read_from_the_der() -> None:
+    def name(*attributes: x509.NameAttribute[str]) -> bytes:
+        return x509.Name(attributes).public_bytes()
+
+    org = x509.NameAttribute(NameOID.ORGANIZATION_NAME, "x" * 300)  # a long-form length first
+    utf8 = x509.NameAttribute(NameOID.COMMON_NAME, "alice")
+    bmp = x509.NameAttribute(NameOID.COMMON_NAME, "alice", _type=StringType.BMPString)
+    assert common_name_tag(name(org, utf8)) == 0x0C
+    assert common_name_tag(name(org, bmp)) == 0x1E
+    assert common_name_tag(name(org)) is None

@@ -39,16 +39,18 @@ def _ext(cert: x509.Certificate, kind: type[_E]) -> x509.Extension[_E]:
 
 
 def test_files_written(out: Path) -> None:
-    stems = ["ca", "server", *USERS]
+    stems = ["server", *USERS]
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{s}.{e}" for s in stems for e in ("pem", "key")
+        ["ca.pem", "ca-private", *(f"{s}.{e}" for s in stems for e in ("pem", "key"))]
     )
+    # The CA key is apart: copying the files a server needs never takes it along.
+    assert [p.name for p in (out / "ca-private").iterdir()] == ["ca.key"]
 
 
 def test_keys_are_0600_and_certificates_0644(out: Path) -> None:
-    for path in out.iterdir():
+    for path in [*out.iterdir(), out / pki.CA_KEY]:
         mode = stat.S_IMODE(path.stat().st_mode)
-        assert mode == (0o600 if path.suffix == ".key" else 0o644), path
+        assert mode == (0o600 if path.suffix == ".key" else 0o644 if path.suffix else 0o700), path
     assert stat.S_IMODE(out.stat().st_mode) == 0o700
 
 
@@ -60,12 +62,12 @@ def test_key_files_are_created_private_despite_a_permissive_umask(tmp_path: Path
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "p" / "alice.key").stat().st_mode) == 0o600
-    assert stat.S_IMODE((tmp_path / "p" / "ca.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "p" / pki.CA_KEY).stat().st_mode) == 0o600
 
 
 @pytest.mark.parametrize("stem", ["ca", "server", *USERS])
 def test_keys_are_unencrypted_pkcs8_p384_matching_their_certificate(out: Path, stem: str) -> None:
-    pem = (out / f"{stem}.key").read_bytes()
+    pem = (out / (pki.CA_KEY if stem == "ca" else f"{stem}.key")).read_bytes()
     assert pem.startswith(b"-----BEGIN PRIVATE KEY-----")  # PKCS#8, not SEC1 "EC PRIVATE KEY"
     key = serialization.load_pem_private_key(pem, password=None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
@@ -147,12 +149,13 @@ def test_user_certificates(out: Path, user: str) -> None:
 
 
 def test_refuses_to_overwrite_an_existing_pki(out: Path) -> None:
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    files = [*(p for p in out.iterdir() if p.is_file()), out / pki.CA_KEY]
+    before = {p: p.read_bytes() for p in files}
     with pytest.raises(PKIError, match="refusing to overwrite") as info:
         pki.init_pki(out, USERS)
     assert "ca.pem" in str(info.value)
     assert "overwrite=True" not in str(info.value)  # jobd pki says what to do instead
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert {p: p.read_bytes() for p in files} == before
 
 
 def test_refuses_even_when_only_one_file_exists(tmp_path: Path) -> None:
@@ -255,9 +258,9 @@ def test_two_cas_are_independent() -> None:
 
 
 def test_load_certified_key_round_trip_and_mismatch(out: Path) -> None:
-    ca = pki.load_certified_key(out / "ca.pem", out / "ca.key")
+    ca = pki.load_certified_key(out / "ca.pem", out / pki.CA_KEY)
     assert ca.certificate == _cert(out / "ca.pem")
     with pytest.raises(PKIError, match="does not match"):
         pki.load_certified_key(out / "ca.pem", out / "alice.key")
     with pytest.raises(PKIError, match="cannot load"):
-        pki.load_certified_key(out / "missing.pem", out / "ca.key")
+        pki.load_certified_key(out / "missing.pem", out / pki.CA_KEY)

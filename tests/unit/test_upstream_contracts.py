@@ -20,8 +20,10 @@ import pytest
 from grpclib.client import Channel
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.exceptions import GRPCError
-from grpclib.protocol import Buffer, EventsProcessor, H2Protocol, Peer
-from grpclib.server import Server, Stream
+from grpclib.protocol import Buffer, Connection, EventsProcessor, H2Protocol, Peer
+from grpclib.protocol import Stream as H2Stream
+from grpclib.server import Handler as ServerHandler
+from grpclib.server import Server, Stream, request_handler
 from h2.connection import H2Connection
 from hyperframe.frame import DataFrame, Frame
 
@@ -159,8 +161,21 @@ def test_peer_keeps_its_transport() -> None:
 
 
 def test_events_processor_hooks_exist() -> None:
-    for name in ("register", "process_stream_reset", "close"):
+    hooks = ("register", "process", "process_data_received", "process_stream_ended", "close")
+    for name in (*hooks, "process_stream_reset"):
         assert callable(getattr(EventsProcessor, name, None)), f"EventsProcessor.{name} is gone"
+    assert "self.processors = {" in inspect.getsource(EventsProcessor.__init__)
+    assert "del self.processors" in inspect.getsource(EventsProcessor.close)
+
+
+def test_handler_keeps_each_streams_task_and_releases_in_its_finally() -> None:
+    assert "self._tasks[stream] = " in inspect.getsource(ServerHandler.accept)
+    assert "release_stream()" in inspect.getsource(request_handler).split("finally:")[-1]
+
+
+def test_connection_counts_data_sent_and_acks_received_data() -> None:
+    assert "self.connection.data_sent += " in inspect.getsource(H2Stream.send_data)
+    assert callable(getattr(Connection, "ack", None)), "Connection.ack is gone"
 
 
 def test_a_protocol_error_closes_the_processor_with_the_reason_watched_for() -> None:

@@ -11,9 +11,14 @@ grpclib has no public hook for any of these; each is used for a reason given whe
       ._status_details_codec, .__dispatch__,
       .__gc_step__, ._config, ._h2_config
     H2Protocol.connection._connection       the h2 H2Connection (settings, GOAWAY)
-    H2Protocol.processor, EventsProcessor   count open streams, see client resets and the
-      .register/.process_stream_reset/        close for an HTTP/2 protocol error
-      .streams/.close("Protocol error")
+    H2Protocol.processor, EventsProcessor   count requests in service, see resets by either
+      .register/.process/.processors/         side, drop empty DATA frames, ignore events
+      .process_data_received/                 grpclib has no handler for (unknown frames),
+      .process_stream_ended/                  and the close for an HTTP/2 protocol error
+      .process_stream_reset/.streams/
+      .close("Protocol error"), Connection.ack
+    server Handler.accept/._tasks           release a stream however its task ends
+    H2Protocol.connection.data_sent         DATA bytes sent (earns a client frame budget)
     server Stream._stream.recv_data          read a request with a bound on its size
       (Buffer raises AssertionError when the stream ends mid-read)
     server Stream.peer._transport            the TLS object whose certificate names the caller
@@ -33,13 +38,15 @@ from grpclib.protocol import Stream as H2Stream
 from grpclib.server import Handler, Server, Stream
 from h2.config import H2Configuration
 from h2.connection import H2Connection
-from h2.events import StreamReset
+from h2.events import DataReceived, StreamEnded, StreamReset
+from h2.events import Event as H2Event
 
 __all__ = [
     "ProtocolChannel",
     "ServerBase",
     "channel_protocol",
     "connect",
+    "data_sent",
     "h2_connection",
     "recv_exactly",
     "stream_transport",
@@ -85,9 +92,38 @@ class ServerBase(Server):
     def protocol_args(self) -> tuple[Handler, Configuration, H2Configuration]:
         """What a server-side H2Protocol is built from: a new request handler and the configs."""
         self.__gc_step__()
-        handler = Handler(self._mapping, self._codec, self._status_details_codec, self.__dispatch__)
+        handler = _ReleasingHandler(
+            self._mapping, self._codec, self._status_details_codec, self.__dispatch__
+        )
         self._handlers.add(handler)
         return handler, self._config, self._h2_config
+
+
+class _ReleasingHandler(Handler):
+    """grpclib's request Handler, releasing each stream however its task ends.
+
+    grpclib releases a stream in the `finally` of the task serving it; a task cancelled before
+    its first step (its stream reset in the same read that opened it: "MadeYouReset") never
+    runs that `finally`, and the stream stayed in the connection's table for good.
+    """
+
+    def accept(self, stream: H2Stream, headers: Any, release_stream: Callable[[], Any]) -> None:
+        released = False
+
+        def release_once(*_: object) -> None:
+            nonlocal released
+            if not released:
+                released = True
+                release_stream()
+
+        super().accept(stream, headers, release_once)
+        self._tasks[stream].add_done_callback(release_once)
+
+
+def data_sent(protocol: H2Protocol) -> int:
+    """DATA bytes sent on the connection so far (grpclib's own count)."""
+    sent: int = protocol.connection.data_sent
+    return sent
 
 
 def watch_streams(
@@ -97,12 +133,15 @@ def watch_streams(
     on_reset: Callable[[], None],
     on_protocol_error: Callable[[], None],
 ) -> None:
-    """Report `protocol`'s open-stream count on every change, client resets, protocol errors.
+    """Report `protocol`'s requests in service on every change, reset streams, protocol errors.
 
-    Call right after `connection_made`, before any data is processed. `on_reset` is called
-    for a stream the client reset while the server was still working on it;
+    A request is in service from its last byte (the client's END_STREAM) until its handler ends
+    or its stream is reset: a stream opened and left unfinished, or reset before its handler
+    ran, is not. `on_reset` is called for a stream reset while the server was still working on
+    it, by the client or by h2 for the client's protocol error on it (both cost the same);
     `on_protocol_error` when grpclib closes the connection because h2 refused what the client
     sent (grpclib only logs that at debug level).
+    Call right after `connection_made`, before any data is processed.
     """
     protocol.processor = _WatchedProcessor(
         protocol.handler,
@@ -118,7 +157,7 @@ PROTOCOL_ERROR_REASON = "Protocol error"
 
 
 class _WatchedProcessor(EventsProcessor):
-    """grpclib's HTTP/2 event processor, reporting open-stream counts and client resets."""
+    """grpclib's HTTP/2 event processor, reporting requests in service and reset streams."""
 
     def __init__(
         self,
@@ -131,26 +170,54 @@ class _WatchedProcessor(EventsProcessor):
         self._on_change = on_change
         self._on_reset = on_reset
         self._on_protocol_error = on_protocol_error
+        self._serving: set[int] = set()
+
+    def process(self, event: H2Event) -> None:
+        # RFC 9113 says to ignore frames of unknown types (h2 reports those, and ALTSVC, as
+        # events); grpclib raised NotImplementedError for them, dropping the connection with a
+        # traceback in jobd's log per frame: a client could fill the log at will.
+        known = getattr(self, "processors", None)  # deleted once the connection is closed
+        if known is None or type(event) in known:
+            super().process(event)
 
     def register(self, stream: H2Stream) -> Callable[[], None]:
         release = super().register(stream)
-        self._on_change(len(self.streams))
+        stream_id = stream.id
 
         def release_and_count() -> None:
             release()
-            self._on_change(len(self.streams))
+            self._stop_serving(stream_id)
 
         return release_and_count
 
+    def process_data_received(self, event: DataReceived) -> None:
+        if event.data:
+            super().process_data_received(event)
+        elif event.flow_controlled_length:  # padding only: give the window back, keep nothing
+            self.connection.ack(event.stream_id, event.flow_controlled_length)
+        # An empty frame is no data; grpclib would queue an entry per frame, unread, for ever.
+
+    def process_stream_ended(self, event: StreamEnded) -> None:
+        super().process_stream_ended(event)
+        if event.stream_id in self.streams:
+            self._serving.add(event.stream_id)
+            self._on_change(len(self._serving))
+
     def process_stream_reset(self, event: StreamReset) -> None:
-        if event.remote_reset and event.stream_id in self.streams:
-            self._on_reset()  # a stream the server was still working on
+        if event.stream_id in self.streams:
+            self._on_reset()
+            self._stop_serving(event.stream_id)
         super().process_stream_reset(event)
 
     def close(self, reason: str = "Connection closed") -> None:
         if reason == PROTOCOL_ERROR_REASON:
             self._on_protocol_error()
         super().close(reason)
+
+    def _stop_serving(self, stream_id: int | None) -> None:
+        if stream_id in self._serving:
+            self._serving.discard(stream_id)
+            self._on_change(len(self._serving))
 
 
 def stream_transport(stream: Stream[Any, Any]) -> asyncio.BaseTransport:

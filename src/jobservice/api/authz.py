@@ -43,7 +43,11 @@ RULES: dict[str, Rule] = {
     "WriteStdin": Rule(Permission.START_STOP, takes_job_id=True),
 }
 
-OwnerOf = Callable[[int], str]  # the owner of a job id; raises JobNotFound
+# Checked against the policy in place of a missing job's owner, so that a missing job costs
+# the same policy check as a hidden one. No certificate can name it (a CN is never empty).
+_NO_OWNER = ""
+
+OwnerOf = Callable[[int], "str | None"]  # the owner of a job id, None if there is none
 
 
 class Authorizer:
@@ -85,10 +89,17 @@ class Authorizer:
         return self._sees(caller.user, job.owner)
 
     def _visible_owner(self, user: str, job_id: int) -> str:
-        """The job's owner, or JobNotFound(job_id) whether it is missing or merely hidden."""
-        owner = self._owner_of(job_id)  # raises JobNotFound(job_id) for a missing job
-        if not self._sees(user, owner):
-            metrics.authorization_denied("hidden")
+        """The job's owner, or JobNotFound(job_id) whether it is missing or merely hidden.
+
+        Both cases do the same work, one lookup and one policy check, and raise from the same
+        line: a hidden running job answered ~45 us slower than a missing one when the lookup
+        built the job's status, and a few hundred paired calls told them apart.
+        """
+        owner = self._owner_of(job_id)
+        visible = self._sees(user, owner if owner is not None else _NO_OWNER)
+        if owner is None or not visible:
+            if owner is not None:  # the operator's count of hidden jobs asked for (~1 us)
+                metrics.authorization_denied("hidden")
             raise JobNotFound(job_id)
         return owner
 

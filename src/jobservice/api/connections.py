@@ -3,14 +3,19 @@
 Every TCP connection goes through three steps, each bounded:
 
 1. accept: counted at once against `max_connections` (handshakes included), and refused with no
-   crypto work when the server is full;
+   crypto work when the server is full of established connections. Handshakes in progress have
+   their own bound, `max_handshakes`: past it (or when the server is full) a new connection
+   takes the place of the oldest handshake. A peer holding TCP connections that never finish a
+   handshake so only ever holds handshake places, which every newcomer may take from it, never
+   the established connections' share, and a real client needs its place for milliseconds;
 2. TLS handshake (`_upstream.asyncio_tls.start_tls`), awaited here so that its end, good or
-   bad, is always seen, within `handshake_timeout` seconds;
+   bad, is always seen, within `handshake_timeout` seconds, or `PRESSED_HANDSHAKE_TIMEOUT` when
+   more than half of the handshake places are taken;
 3. the gate: the negotiated session is checked against the policy, and the certificate's user
    against `max_connections_per_user`, before any HTTP/2 byte is processed; then grpclib serves
-   it until the peer leaves, until it has had no open stream for `idle_timeout` seconds, or until
-   it resets streams faster than any client has reason to (the HTTP/2 "rapid reset" attack:
-   each reset stream costs the server a handler while the client pays one frame).
+   it until the peer leaves, until it has had no request in service for `idle_timeout` seconds,
+   or until it makes the server do work faster than any client has reason to: streams reset by
+   either side ("rapid reset", "MadeYouReset"), or frames that open no request (`h2guard`).
 """
 
 from __future__ import annotations
@@ -29,8 +34,17 @@ from jobservice._upstream import grpclib_h2
 from jobservice._upstream.asyncio_tls import start_tls
 from jobservice.address import format_address
 from jobservice.api import metrics
+from jobservice.api.budget import TokenBucket
 from jobservice.api.coalesce import CoalescingTransport
-from jobservice.api.h2guard import RESET_BURST, RESET_RATE, ResetBudget
+from jobservice.api.h2guard import (
+    CONTROL_BURST,
+    CONTROL_EARNED_PER_KIB,
+    CONTROL_RATE,
+    REPLIES_WHILE_PAUSED,
+    RESET_BURST,
+    RESET_RATE,
+    FrameMeter,
+)
 from jobservice.api.peer import connection_identity
 from jobservice.api.refusals import RefusalLog
 from jobservice.logsafe import quote_field
@@ -46,6 +60,9 @@ log = logging.getLogger("jobservice.server")
 _EARLY_DATA_LIMIT = 1 << 20
 # The user a certificate without a usable identity is counted as (it gets UNAUTHENTICATED).
 _NO_IDENTITY = "-"
+# The handshake deadline while handshake places are scarce: a client on a working network
+# finishes in milliseconds; only stallers need more.
+PRESSED_HANDSHAKE_TIMEOUT = 2.0
 
 
 class GatedServer(grpclib_h2.ServerBase):
@@ -58,16 +75,20 @@ class GatedServer(grpclib_h2.ServerBase):
         max_connections_per_user: int,
         handshake_timeout: float,
         idle_timeout: float,
+        max_handshakes: int | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.max_connections = max_connections
+        self.max_handshakes = max_handshakes or max_connections
         self.max_connections_per_user = max_connections_per_user
         self.handshake_timeout = handshake_timeout
         self.idle_timeout = idle_timeout
         self.connections: set[_Connection] = set()
         self.users: Counter[str] = Counter()
-        self.handshakes: set[asyncio.Task[None]] = set()
+        # Handshakes in progress and their TCP transports, oldest first.
+        self.handshakes: dict[asyncio.Task[None], asyncio.Transport] = {}
+        self._pressed = False
         self._context: ssl.SSLContext | None = None
         self._listener: asyncio.Server | None = None
         self.refusals = RefusalLog()
@@ -85,7 +106,8 @@ class GatedServer(grpclib_h2.ServerBase):
         """Accept no more connections and abandon handshakes in progress."""
         if self._listener is not None:
             self._listener.close()
-        for task in list(self.handshakes):
+        for task, transport in list(self.handshakes.items()):
+            transport.abort()
             task.cancel()
 
     def close_connections(self) -> None:
@@ -106,7 +128,8 @@ class GatedServer(grpclib_h2.ServerBase):
 
     def accept(self, transport: asyncio.Transport) -> None:
         """Step 1: count the new TCP connection, or drop it at once when the server is full."""
-        if len(self.connections) + len(self.handshakes) >= self.max_connections:
+        full = len(self.connections) + len(self.handshakes) >= self.max_connections
+        if full and not self.handshakes:
             metrics.limit_hit("connections")
             log.warning(
                 "refused connection from %s: connection limit (%d) reached",
@@ -115,23 +138,52 @@ class GatedServer(grpclib_h2.ServerBase):
             )
             transport.abort()
             return
-        task = asyncio.get_running_loop().create_task(self._handshake(transport))
-        self.handshakes.add(task)
-        task.add_done_callback(self.handshakes.discard)
+        if full or len(self.handshakes) >= self.max_handshakes:
+            self._drop_oldest_handshake()
+        pressed = len(self.handshakes) * 2 > self.max_handshakes
+        if pressed and not self._pressed:
+            log.warning(
+                "over half of the %d handshake places taken: handshakes get %gs, and each new "
+                "connection past the limit replaces the oldest handshake",
+                self.max_handshakes,
+                PRESSED_HANDSHAKE_TIMEOUT,
+            )
+        self._pressed = pressed
+        timeout = min(self.handshake_timeout, PRESSED_HANDSHAKE_TIMEOUT) if pressed else None
+        task = asyncio.get_running_loop().create_task(self._handshake(transport, timeout))
+        self.handshakes[task] = transport
+        task.add_done_callback(self._handshake_done)
 
-    async def _handshake(self, transport: asyncio.Transport) -> None:
+    def _drop_oldest_handshake(self) -> None:
+        oldest = next(iter(self.handshakes))
+        # Its place is taken now, not when its task ends; and its socket is closed here, since
+        # a task cancelled before its first step never runs the code that would close it.
+        self.handshakes.pop(oldest).abort()
+        oldest.cancel()
+
+    def _handshake_done(self, task: asyncio.Task[None]) -> None:
+        self.handshakes.pop(task, None)
+
+    async def _handshake(self, transport: asyncio.Transport, deadline: float | None) -> None:
         """Step 2: the TLS handshake, within the deadline; then hand over to the gate."""
         assert self._context is not None
         peer = _peer(transport)
         connection = _Connection(self, peer)
         try:
             tls_transport = await start_tls(
-                transport, connection, self._context, handshake_timeout=self.handshake_timeout
+                transport,
+                connection,
+                self._context,
+                handshake_timeout=deadline or self.handshake_timeout,
             )
         except (OSError, EOFError) as exc:  # SSLError, the deadline's ConnectionAbortedError...
             reason = self.refusals.note(peer, exc)  # why, for the operator; rate-limited
             metrics.handshake_refused(reason.name.lower())
             tls_transport = None
+        except asyncio.CancelledError:  # its place was taken, or the server is stopping
+            log.debug("TLS handshake with %s abandoned", peer)
+            connection.handler.close()
+            raise
         else:
             if tls_transport is None or tls_transport.is_closing():
                 metrics.handshake_refused("closed")
@@ -153,7 +205,7 @@ class _Accepted(asyncio.Protocol):
 
 
 class _Connection(H2Protocol):
-    """grpclib's protocol behind the gate (step 3), closed after `idle_timeout` without streams.
+    """grpclib's protocol behind the gate (step 3), closed after `idle_timeout` without requests.
 
     `connection_made` is called by `GatedServer` once the handshake is complete, before any
     application byte is processed; bytes that arrive before that are held, then replayed only if
@@ -173,7 +225,12 @@ class _Connection(H2Protocol):
         self._peer = peer
         self.ssl_object: ssl.SSLObject | None = None
         self._early: bytearray | None = bytearray()
-        self._resets = ResetBudget()
+        self._resets = TokenBucket(RESET_BURST, RESET_RATE)
+        self._frames = FrameMeter()
+        self._free_frames = TokenBucket(CONTROL_BURST, CONTROL_RATE)
+        self._data_sent = 0
+        self._paused = False
+        self._replies_while_paused = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -195,11 +252,11 @@ class _Connection(H2Protocol):
         super().connection_made(self._transport)
         grpclib_h2.watch_streams(
             self,
-            on_change=self._streams_changed,
+            on_change=self._requests_changed,
             on_reset=self._stream_reset,
             on_protocol_error=self._protocol_error,
         )
-        self._streams_changed(0)
+        self._requests_changed(0)
         if early:
             self.data_received(bytes(early))
 
@@ -232,7 +289,8 @@ class _Connection(H2Protocol):
         if self._abusive:
             return  # closing: nothing more from this peer is worth a handler
         if self._admitted:
-            super().data_received(data)
+            if self._within_budget(data):
+                super().data_received(data)
         elif self._early is not None and self._transport is None:
             self._early += data
             if len(self._early) > _EARLY_DATA_LIMIT:
@@ -241,11 +299,53 @@ class _Connection(H2Protocol):
 
     def pause_writing(self) -> None:
         if self._admitted:
+            self._paused = True
             super().pause_writing()
 
     def resume_writing(self) -> None:
         if self._admitted:
+            self._paused = False
+            self._replies_while_paused = 0
             super().resume_writing()
+
+    def _within_budget(self, data: bytes) -> bool:
+        """Count the frames in `data` that open no request; False (and closing) when over."""
+        free, replies = self._frames.scan(data)
+        if self._paused:
+            self._replies_while_paused += replies
+            if self._replies_while_paused > REPLIES_WHILE_PAUSED:
+                log.warning(
+                    "dropped connection from %s (user %s): over %d frames to acknowledge "
+                    "while it reads nothing",
+                    self._peer,
+                    quote_field(self.user),
+                    REPLIES_WHILE_PAUSED,
+                )
+                self._abusive = True
+                self._drop()
+                return False
+        if not free:
+            return True
+        sent = grpclib_h2.data_sent(self)
+        self._free_frames.earn((sent - self._data_sent) / 1024 * CONTROL_EARNED_PER_KIB)
+        self._data_sent = sent
+        if self._free_frames.spend(free):
+            return True
+        self._abusive = True
+        log.warning(
+            "closing connection from %s (user %s): more than %d frames without a request "
+            "(PING, SETTINGS, WINDOW_UPDATE, PRIORITY, empty DATA...) at a rate over %g/s",
+            self._peer,
+            quote_field(self.user),
+            CONTROL_BURST,
+            CONTROL_RATE,
+        )
+        self._goaway(ErrorCodes.ENHANCE_YOUR_CALM)
+        return False
+
+    def _drop(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._early = None
@@ -265,10 +365,10 @@ class _Connection(H2Protocol):
         if self._transport is not None:
             self._transport.close()
 
-    def _streams_changed(self, open_streams: int) -> None:
-        """Arm the idle timer when the last stream closes; disarm it when one opens."""
+    def _requests_changed(self, in_service: int) -> None:
+        """Arm the idle timer when the last request in service ends; disarm it when one comes."""
         self._cancel_idle_timer()
-        if not open_streams and self._transport is not None and not self._transport.is_closing():
+        if not in_service and self._transport is not None and not self._transport.is_closing():
             loop = asyncio.get_running_loop()
             self._idle_timer = loop.call_later(self._owner.idle_timeout, self._close_idle)
 
@@ -280,7 +380,7 @@ class _Connection(H2Protocol):
     def _close_idle(self) -> None:
         self._idle_timer = None
         log.info(
-            "closing connection from %s: no open stream for %gs",
+            "closing connection from %s: no request for %gs",
             self._peer,
             self._owner.idle_timeout,
         )
@@ -291,7 +391,8 @@ class _Connection(H2Protocol):
             return
         self._abusive = True
         log.warning(
-            "closing connection from %s (user %s): more than %d streams reset at a rate over %g/s",
+            "closing connection from %s (user %s): more than %d streams reset (by it or for its "
+            "errors) at a rate over %g/s",
             self._peer,
             quote_field(self.user),
             RESET_BURST,

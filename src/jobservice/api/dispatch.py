@@ -23,6 +23,7 @@ from grpclib.server import Stream
 from jobservice._upstream import grpclib_h2
 from jobservice.address import format_address
 from jobservice.api import metrics
+from jobservice.api.audit import RefusedLines
 from jobservice.api.authz import RULES, Authorizer
 from jobservice.api.errors import (
     RequestTimeout,
@@ -76,6 +77,7 @@ class Dispatcher(JobServiceBase):
         self._open_streams = 0
         self._streams_by_user: Counter[str] = Counter()
         self._open_calls = 0
+        self._refused_lines = RefusedLines()
         self._idle = asyncio.Event()
         self._idle.set()
         self.draining = False
@@ -194,7 +196,7 @@ class Dispatcher(JobServiceBase):
                 metrics.limit_hit(limit)
             raise error from None
         finally:
-            audit.emit()
+            audit.emit(self._refused_lines)
             metrics.rpc_done(rpc, audit.result, audit.seconds())
             if counted:
                 self._open_calls -= 1
@@ -239,7 +241,10 @@ class _Audit:
     def seconds(self) -> float:
         return time.monotonic() - self.started
 
-    def emit(self) -> None:
+    def emit(self, refused: RefusedLines) -> None:
+        """Write the line, unless it is a failed call's over the caller's budget."""
+        if self.result not in ("OK", "INTERNAL") and not refused.allow(self.user or "-"):
+            return
         elapsed_ms = self.seconds() * 1000
         # The same fields as keys, for a log written as JSON (`jobd serve --log-format json`).
         fields = {

@@ -80,6 +80,9 @@ class ServerConfig:
     # then holds its place for as long as its job runs) starves only itself.
     max_streams_per_user: int = 100
     max_connections: int = 1000
+    # TLS handshakes in progress, a share of `max_connections`: past it a new connection takes
+    # the place of the oldest handshake, so peers that never finish one cannot lock others out.
+    max_handshakes: int = 200
     # One user's share: jobctl opens one connection per command, the benchmarks 64 followers.
     max_connections_per_user: int = 100
     # Above the library's own 1 MiB limit on a start request's content, so the library's precise
@@ -140,9 +143,7 @@ class JobServer:
             observer=self.jobs,
         )
         self._tidy: asyncio.Task[None] | None = None
-        self.authorizer = Authorizer(
-            config.policy, lambda job_id: self.coordinator.status(job_id).owner
-        )
+        self.authorizer = Authorizer(config.policy, self.coordinator.owner)
         self.bodies = RpcBodies(self.coordinator, self.authorizer.may_see, config.jobs, directory)
         self.dispatcher = Dispatcher(
             self.bodies,
@@ -163,6 +164,7 @@ class JobServer:
                 http2_stream_window_size=_INBOUND_STREAM_WINDOW,
             ),
             max_connections=config.max_connections,
+            max_handshakes=config.max_handshakes,
             max_connections_per_user=config.max_connections_per_user,
             handshake_timeout=config.handshake_timeout,
             idle_timeout=config.idle_timeout,

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
-from jobservice.api import convert, metrics
+from jobservice.api import convert, metrics, pages
 from jobservice.api.errors import StdinBusy
 from jobservice.api.jobdefaults import defaults_for
 from jobservice.api.jobsettings import JobSettings
@@ -117,8 +117,9 @@ class RpcBodies:
         return pb.StatusResponse(status=convert.info_to_proto(info))
 
     async def list(self, caller: Identity, request: pb.ListRequest) -> pb.ListResponse:
-        jobs = [info for info in self._coord.list() if self._visible(caller, info)]
-        return pb.ListResponse(jobs=[convert.info_to_proto(info) for info in jobs])
+        after = pages.page_start(request.page_token)
+        jobs = (info for info in self._coord.jobs_after(after) if self._visible(caller, info))
+        return pages.list_page(jobs, request.page_size)
 
     def _local(self) -> JobCoordinator:
         """The coordinator of jobs on this host: what stdin forwarding needs."""

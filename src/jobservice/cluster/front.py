@@ -11,6 +11,7 @@ the bucket's compare-and-set lets exactly one of them write it).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import builtins
 import contextlib
 import dataclasses
@@ -18,7 +19,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
@@ -229,6 +230,17 @@ class ClusterFront:
 
     def list(self) -> list[JobInfo]:
         return [self._records[i] for i in sorted(self._records)]
+
+    def jobs_after(self, job_id: int) -> Iterator[JobInfo]:
+        ids = sorted(self._records)
+        for known_id in ids[bisect.bisect_right(ids, job_id) :]:
+            info = self._records.get(known_id)
+            if info is not None:
+                yield info
+
+    def owner(self, job_id: int) -> str | None:
+        info = self._records.get(job_id)
+        return info.owner if info is not None else None
 
     def subscribe(self, job_id: int, streams: Stream = Stream.BOTH, offset: int = 0) -> Follower:
         self.status(job_id)  # JobNotFound at once

@@ -7,7 +7,7 @@ interface, so the same gRPC API, TLS and authorization serve both.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -38,6 +38,14 @@ class JobBackend(Protocol):
     def status(self, job_id: int) -> JobInfo: ...
 
     def list(self) -> list[JobInfo]: ...
+
+    def jobs_after(self, job_id: int) -> Iterator[JobInfo]:
+        """The jobs with an id above `job_id`, oldest first (List's pages)."""
+        ...
+
+    def owner(self, job_id: int) -> str | None:
+        """The job's owner, or None if there is none: the same work either way (no oracle)."""
+        ...
 
     def subscribe(
         self, job_id: int, streams: Stream = Stream.BOTH, offset: int = 0

@@ -8,11 +8,10 @@ import dataclasses
 import functools
 import logging
 import math
-import os
 import signal
 import time
-from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from jobservice.core.confine.account import Account
@@ -29,6 +28,7 @@ from jobservice.core.errors import (
     SpawnFailed,
     StdinClosed,
 )
+from jobservice.core.ids import MAX_JOB_ID, first_free_id
 from jobservice.core.janitor import Janitor
 from jobservice.core.job import FinishedJob, Job
 from jobservice.core.journal import Journal
@@ -42,6 +42,7 @@ from jobservice.core.spec import JobSpec, make_spec
 from jobservice.core.stdin import StdinPipe
 from jobservice.core.store import Ended, JobRecord, JobStore
 from jobservice.core.subscription import Subscription
+from jobservice.logsafe import quote_field
 
 __all__ = ["JobCoordinator"]
 
@@ -107,7 +108,8 @@ class JobCoordinator:
         self._logs.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._jobs: dict[int, Job | FinishedJob] = {}
         self._running: Counter[str] = Counter()
-        self._next_id = _next_free_id(self._logs)
+        self._next_id = first_free_id(self._logs)
+        self._finished: defaultdict[str, deque[int]] = defaultdict(deque)  # ids, oldest first
         self._closed = False
         self._journal = Journal(store) if store is not None else None
         self._clock = clock
@@ -163,7 +165,8 @@ class JobCoordinator:
             job.finished.add_done_callback(lambda _: timer.cancel())
         if self._journal is not None:
             await self._record_start(job, spec)
-        log.info("job %d started by %s: pid %d: %s", job.id, owner, job.process.pid, spec.command)
+        pid, command = job.process.pid, quote_field(spec.command)
+        log.info("job %d started by %s: pid %d: %s", job.id, quote_field(owner), pid, command)
         return job.id
 
     async def _spawn_new(
@@ -172,6 +175,8 @@ class JobCoordinator:
         """Spawn under the next free id, passing over ids whose output log already exists."""
         for _ in range(_ID_ATTEMPTS):
             job_id = self._next_id
+            if job_id > MAX_JOB_ID:  # checked before anything is spawned
+                raise LimitExceeded(f"no job id is left (the last is {MAX_JOB_ID})")
             self._next_id += 1
             try:
                 return await self._spawn(job_id, owner, spec, limits, run_as)
@@ -300,6 +305,11 @@ class JobCoordinator:
             raise StdinClosed(job_id)
         return stdin
 
+    def owner(self, job_id: int) -> str | None:
+        """The job's owner, or None if there is no such job: one lookup either way."""
+        job = self._jobs.get(job_id)
+        return job.owner if job is not None else None  # an attribute of either kind of job
+
     def status(self, job_id: int) -> JobInfo:
         """A snapshot of the job. Raises JobNotFound."""
         return self._get(job_id).info()
@@ -307,6 +317,12 @@ class JobCoordinator:
     def list(self) -> list[JobInfo]:
         """Every job, oldest first."""
         return [job.info() for job in self._jobs.values()]
+
+    def jobs_after(self, job_id: int) -> Iterator[JobInfo]:
+        """The jobs with an id above `job_id`, oldest first, one snapshot at a time."""
+        for known_id, job in list(self._jobs.items()):
+            if known_id > job_id:
+                yield job.info()
 
     def subscribe(
         self, job_id: int, streams: Stream = Stream.BOTH, offset: int = 0
@@ -368,7 +384,7 @@ class JobCoordinator:
                 info, size = self._lost(info, path)
                 lost.append(Ended(info, size))
             output = OutputLog.finished(path, size, info.output_bytes, info.output_truncated)
-            self._jobs[info.id] = FinishedJob(info, output)
+            self._keep_finished(info, output, trim=False)
             self._janitor.usage.add(info.owner, size)
         self._next_id = max(self._next_id, stored.next_id)
         # A group no running record names: its job was spawned but not yet recorded when the
@@ -414,10 +430,10 @@ class JobCoordinator:
             await self.stop(job_id)
 
     def _retire(self, job: Job) -> None:
-        """Free a finished job's slot and keep only its final record and log."""
+        """Free a finished job's slot and keep only its final record (bounded) and log."""
         self._release(job.owner)
         info = job.info()
-        self._jobs[job.id] = FinishedJob(info, job.output)
+        self._keep_finished(info, job.output)
         if self._observer is not None:
             self._tell(self._observer.job_ended, info)
 
@@ -428,6 +444,24 @@ class JobCoordinator:
             event(info)
         except Exception:
             log.exception("job observer failed on job %d", info.id)
+
+    def _keep_finished(self, info: JobInfo, output: OutputLog, *, trim: bool = True) -> None:
+        """Keep a finished job's record, its arguments cut to the limit; past the owner's
+        `max_finished_jobs_per_owner`, remove their oldest jobs (record and log, as retention)."""
+        kept = kept_args(info.args, self.limits.max_kept_args_bytes)
+        if kept is not info.args:
+            info = dataclasses.replace(info, args=kept)
+        self._jobs[info.id] = FinishedJob(info, output)
+        finished = self._finished[info.owner]
+        finished.append(info.id)
+        limit = self.limits.max_finished_jobs_per_owner
+        if trim and limit and len(finished) > limit:
+            # Retention and `remove` take jobs out of the table too: count only those left.
+            live = deque(job_id for job_id in finished if job_id in self._jobs)
+            self._finished[info.owner] = live
+            doomed = [live.popleft() for _ in range(len(live) - limit)]
+            if doomed:
+                self._janitor.drop(doomed, f"{quote_field(info.owner)} has over {limit} jobs")
 
     def _release(self, owner: str) -> None:
         """Give back one of `owner`'s running slots; owners with none leave the table."""
@@ -478,6 +512,17 @@ def _log_end_failure(job_id: int, done: asyncio.Future[None]) -> None:
         log.error("job %d: cannot record its end: %s", job_id, done.exception())
 
 
+def kept_args(args: tuple[str, ...], budget: int) -> tuple[str, ...]:
+    """`args` if they fit `budget` bytes (UTF-8), else those that fit and a note of the rest."""
+    used = 0
+    for n, arg in enumerate(args):
+        used += len(arg.encode(errors="surrogatepass"))
+        if used > budget:
+            rest = sum(len(a.encode(errors="surrogatepass")) for a in args[n:])
+            return (*args[:n], f"...({len(args) - n} more arguments, {rest} bytes, not kept)")
+    return args
+
+
 def _discard(output: OutputLog) -> None:
     output.close()
     output.path.unlink(missing_ok=True)
@@ -489,10 +534,3 @@ def _discard_prepared(creating: asyncio.Future[tuple[OutputLog, JobCgroup | None
         _discard(output)
         if cgroup is not None:
             cgroup.remove()
-
-
-def _next_free_id(logs: Path) -> int:
-    """Continue after the highest id already on disk, so an id is never reused for new output."""
-    # Only names this module writes (ID.log): another file there must not stop the service.
-    stems = (name.removesuffix(".log") for name in os.listdir(logs) if name.endswith(".log"))
-    return max((int(stem) + 1 for stem in stems if stem.isascii() and stem.isdigit()), default=0)

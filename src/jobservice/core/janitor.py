@@ -67,6 +67,11 @@ class Janitor:
             raise JobStillRunning(job_id)
         await self._delete(self._forget([job_id]))
 
+    def drop(self, job_ids: list[int], why: str) -> None:
+        """Remove these finished jobs now (deletion runs on in the background), saying why."""
+        log.info("%s: removing jobs %s", why, job_ids)
+        self._spawn_delete(self._forget(job_ids))
+
     def sweep(self) -> list[int]:
         """Remove every job past its time (deletion runs on in the background); their ids."""
         expired = self._expired()

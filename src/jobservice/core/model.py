@@ -168,3 +168,9 @@ class Limits:
     # Output bytes recorded per job; beyond it output is drained and discarded, the start kept.
     # 0 means no limit.
     max_output_bytes: int = 8 << 30
+    # Bytes of arguments a finished job's record keeps in memory; beyond, the list is cut and
+    # ends with a note of what was not kept. The command, dir and exit status are kept whole.
+    max_kept_args_bytes: int = 4096
+    # Finished jobs kept per owner; past it the oldest is removed, record and log, as retention
+    # removes jobs. 0 means no limit.
+    max_finished_jobs_per_owner: int = 10_000

@@ -44,6 +44,10 @@ __all__ = [
 CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH
 SERVER_AUTH = ExtendedKeyUsageOID.SERVER_AUTH
 SERVER_HOSTS = ("localhost", "127.0.0.1", "::1")
+# Where `init_pki` puts the CA key, under its output directory: a directory of its own (0700), so
+# that the files a server or a user needs can be copied from the output without taking along
+# the key that mints any identity. Move it off the server host.
+CA_KEY = Path("ca-private") / "ca.key"
 
 # Backdating covers small clock differences between the machine that issues and the peers.
 _BACKDATE = timedelta(minutes=5)
@@ -81,19 +85,22 @@ class CertifiedKey:
 
 
 def init_pki(out: Path, users: Sequence[str], *, days: int = 365, overwrite: bool = False) -> None:
-    """Write ca.pem, ca.key, server.pem, server.key and NAME.pem, NAME.key for each user."""
+    """Write ca.pem, server.pem, server.key and NAME.pem, NAME.key for each user, and the CA's
+    key apart, in `CA_KEY` (ca-private/ca.key)."""
     names = list(dict.fromkeys(users))  # a repeated --user is harmless: issue it once
     for name in names:
         validate_user_name(name)
     out = Path(out)
-    stems = ["ca", "server", *names]
-    targets = [out / f"{stem}.{ext}" for stem in stems for ext in ("pem", "key")]
+    stems = ["server", *names]
+    targets = [out / "ca.pem", out / CA_KEY]
+    targets += [out / f"{stem}.{ext}" for stem in stems for ext in ("pem", "key")]
     _check_targets(targets, overwrite=overwrite)
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (out / CA_KEY).parent.mkdir(mode=0o700, exist_ok=True)
     for path in targets:
         path.unlink(missing_ok=True)  # only reached with overwrite=True or absent files
     ca = create_ca(days=days)
-    ca.write(out / "ca.pem", out / "ca.key")
+    ca.write(out / "ca.pem", out / CA_KEY)
     server = issue_certificate(
         ca, "localhost", extended_key_usage=(SERVER_AUTH,), hosts=SERVER_HOSTS, days=days
     )
@@ -102,13 +109,19 @@ def init_pki(out: Path, users: Sequence[str], *, days: int = 365, overwrite: boo
         issue_certificate(ca, name, days=days).write(out / f"{name}.pem", out / f"{name}.key")
 
 
+def ca_key_path(out: Path) -> Path:
+    """Where the CA key of the PKI in `out` is: `CA_KEY`, or ca.key beside ca.pem (older)."""
+    apart = Path(out) / CA_KEY
+    return apart if apart.exists() else Path(out) / "ca.key"
+
+
 def add_users(out: Path, users: Sequence[str], *, days: int = 365) -> None:
-    """Issue NAME.pem, NAME.key for each user from the CA in `out` (ca.pem, ca.key)."""
+    """Issue NAME.pem, NAME.key for each user from the CA in `out` (ca.pem, `CA_KEY`)."""
     names = list(dict.fromkeys(users))
     for name in names:
         validate_user_name(name)
     out = Path(out)
-    ca = load_certified_key(out / "ca.pem", out / "ca.key")
+    ca = load_certified_key(out / "ca.pem", ca_key_path(out))
     _check_targets([out / f"{name}.{ext}" for name in names for ext in ("pem", "key")])
     for name in names:
         issue_certificate(ca, name, days=days).write(out / f"{name}.pem", out / f"{name}.key")
@@ -125,7 +138,7 @@ def add_server(out: Path, hosts: Sequence[str], *, days: int = 365) -> tuple[Pat
         if not _HOST_NAME.fullmatch(host):
             raise PKIError(f"invalid server name {host!r}: a DNS name or an IP address")
     out = Path(out)
-    ca = load_certified_key(out / "ca.pem", out / "ca.key")
+    ca = load_certified_key(out / "ca.pem", ca_key_path(out))
     stem = "server-" + hosts[0].replace(":", "_")
     cert, key = out / f"{stem}.pem", out / f"{stem}.key"
     _check_targets([cert, key])

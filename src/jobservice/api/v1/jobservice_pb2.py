@@ -25,19 +25,19 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ejobservice/v1/jobservice.proto\x12\rjobservice.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x01\n\x0cStartRequest\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x02 \x03(\t\x12\x0b\n\x03\x64ir\x18\x03 \x01(\t\x12\x0b\n\x03\x65nv\x18\x04 \x03(\t\x12-\n\x06limits\x18\x05 \x01(\x0b\x32\x1d.jobservice.v1.ResourceLimits\x12\x0c\n\x04node\x18\x0c \x01(\t\x12\r\n\x05stdin\x18\n \x01(\x08\"\xa4\x01\n\x0eResourceLimits\x12\x10\n\x03\x63pu\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x0cmemory_bytes\x18\x02 \x01(\x04H\x01\x88\x01\x01\x12\x11\n\x04pids\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x1c\n\x0ftimeout_seconds\x18\x04 \x01(\x01H\x03\x88\x01\x01\x42\x06\n\x04_cpuB\x0f\n\r_memory_bytesB\x07\n\x05_pidsB\x12\n\x10_timeout_seconds\"Z\n\rResourceUsage\x12\x13\n\x0b\x63pu_seconds\x18\x01 \x01(\x01\x12\x1e\n\x11peak_memory_bytes\x18\x02 \x01(\x04H\x00\x88\x01\x01\x42\x14\n\x12_peak_memory_bytes\"I\n\rStartResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12(\n\x06status\x18\x02 \x01(\x0b\x32\x18.jobservice.v1.JobStatus\"\x1d\n\x0bStopRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\"8\n\x0cStopResponse\x12(\n\x06status\x18\x01 \x01(\x0b\x32\x18.jobservice.v1.JobStatus\"\x1f\n\rRemoveRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\"\x10\n\x0eRemoveResponse\"\x1f\n\rStatusRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\":\n\x0eStatusResponse\x12(\n\x06status\x18\x01 \x01(\x0b\x32\x18.jobservice.v1.JobStatus\"\r\n\x0bListRequest\"6\n\x0cListResponse\x12&\n\x04jobs\x18\x01 \x03(\x0b\x32\x18.jobservice.v1.JobStatus\"\xb1\x04\n\tJobStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x04 \x03(\t\x12\x0b\n\x03\x64ir\x18\x05 \x01(\t\x12&\n\x05state\x18\x06 \x01(\x0e\x32\x17.jobservice.v1.JobState\x12\x16\n\texit_code\x18\x07 \x01(\x05H\x00\x88\x01\x01\x12\x13\n\x06signal\x18\x08 \x01(\x05H\x01\x88\x01\x01\x12.\n\nstarted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0coutput_bytes\x18\x0b \x01(\x04\x12\x18\n\x10output_truncated\x18\x0c \x01(\x08\x12\x18\n\x0blost_reason\x18\x14 \x01(\tH\x02\x88\x01\x01\x12-\n\x06limits\x18\r \x01(\x0b\x32\x1d.jobservice.v1.ResourceLimits\x12+\n\x05usage\x18\x0e \x01(\x0b\x32\x1c.jobservice.v1.ResourceUsage\x12\x12\n\noom_killed\x18\x0f \x01(\x08\x12\x11\n\ttimed_out\x18\x10 \x01(\x08\x12\x0e\n\x06run_as\x18\x11 \x01(\t\x12\x12\n\nunconfined\x18\x12 \x01(\x08\x12\x0c\n\x04node\x18\x17 \x01(\tB\x0c\n\n_exit_codeB\t\n\x07_signalB\x0e\n\x0c_lost_reason\"\x0e\n\x0cNodesRequest\"n\n\nNodeStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x61live\x18\x02 \x01(\x08\x12\x14\n\x0crunning_jobs\x18\x03 \x01(\r\x12-\n\tlast_seen\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\rNodesResponse\x12(\n\x05nodes\x18\x01 \x03(\x0b\x32\x19.jobservice.v1.NodeStatus\"`\n\rOutputRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12/\n\x07streams\x18\x02 \x01(\x0e\x32\x1e.jobservice.v1.OutputSelection\x12\x0e\n\x06offset\x18\x03 \x01(\x04\"R\n\x0bOutputChunk\x12%\n\x06stream\x18\x01 \x01(\x0e\x32\x15.jobservice.v1.Stream\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"x\n\x0eOutputResponse\x12+\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x1a.jobservice.v1.OutputChunkH\x00\x12\x30\n\x0c\x66inal_status\x18\x02 \x01(\x0b\x32\x18.jobservice.v1.JobStatusH\x00\x42\x07\n\x05\x65vent\"*\n\nStdinChunk\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"+\n\x12WriteStdinResponse\x12\x15\n\rbytes_written\x18\x01 \x01(\x04*f\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_RUNNING\x10\x01\x12\x14\n\x10JOB_STATE_EXITED\x10\x02\x12\x12\n\x0eJOB_STATE_LOST\x10\x03*F\n\x06Stream\x12\x16\n\x12STREAM_UNSPECIFIED\x10\x00\x12\x11\n\rSTREAM_STDOUT\x10\x01\x12\x11\n\rSTREAM_STDERR\x10\x02*\x87\x01\n\x0fOutputSelection\x12 \n\x1cOUTPUT_SELECTION_UNSPECIFIED\x10\x00\x12\x1b\n\x17OUTPUT_SELECTION_STDOUT\x10\x01\x12\x1b\n\x17OUTPUT_SELECTION_STDERR\x10\x02\x12\x18\n\x14OUTPUT_SELECTION_ALL\x10\x03\x32\xbb\x04\n\nJobService\x12\x42\n\x05Start\x12\x1b.jobservice.v1.StartRequest\x1a\x1c.jobservice.v1.StartResponse\x12?\n\x04Stop\x12\x1a.jobservice.v1.StopRequest\x1a\x1b.jobservice.v1.StopResponse\x12\x45\n\x06Status\x12\x1c.jobservice.v1.StatusRequest\x1a\x1d.jobservice.v1.StatusResponse\x12?\n\x04List\x12\x1a.jobservice.v1.ListRequest\x1a\x1b.jobservice.v1.ListResponse\x12G\n\x06Output\x12\x1c.jobservice.v1.OutputRequest\x1a\x1d.jobservice.v1.OutputResponse0\x01\x12\x45\n\x06Remove\x12\x1c.jobservice.v1.RemoveRequest\x1a\x1d.jobservice.v1.RemoveResponse\x12\x42\n\x05Nodes\x12\x1b.jobservice.v1.NodesRequest\x1a\x1c.jobservice.v1.NodesResponse\x12L\n\nWriteStdin\x12\x19.jobservice.v1.StdinChunk\x1a!.jobservice.v1.WriteStdinResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ejobservice/v1/jobservice.proto\x12\rjobservice.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x01\n\x0cStartRequest\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x02 \x03(\t\x12\x0b\n\x03\x64ir\x18\x03 \x01(\t\x12\x0b\n\x03\x65nv\x18\x04 \x03(\t\x12-\n\x06limits\x18\x05 \x01(\x0b\x32\x1d.jobservice.v1.ResourceLimits\x12\x0c\n\x04node\x18\x0c \x01(\t\x12\r\n\x05stdin\x18\n \x01(\x08\"\xa4\x01\n\x0eResourceLimits\x12\x10\n\x03\x63pu\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x0cmemory_bytes\x18\x02 \x01(\x04H\x01\x88\x01\x01\x12\x11\n\x04pids\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x1c\n\x0ftimeout_seconds\x18\x04 \x01(\x01H\x03\x88\x01\x01\x42\x06\n\x04_cpuB\x0f\n\r_memory_bytesB\x07\n\x05_pidsB\x12\n\x10_timeout_seconds\"Z\n\rResourceUsage\x12\x13\n\x0b\x63pu_seconds\x18\x01 \x01(\x01\x12\x1e\n\x11peak_memory_bytes\x18\x02 \x01(\x04H\x00\x88\x01\x01\x42\x14\n\x12_peak_memory_bytes\"I\n\rStartResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12(\n\x06status\x18\x02 \x01(\x0b\x32\x18.jobservice.v1.JobStatus\"\x1d\n\x0bStopRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\"8\n\x0cStopResponse\x12(\n\x06status\x18\x01 \x01(\x0b\x32\x18.jobservice.v1.JobStatus\"\x1f\n\rRemoveRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\"\x10\n\x0eRemoveResponse\"\x1f\n\rStatusRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\":\n\x0eStatusResponse\x12(\n\x06status\x18\x01 \x01(\x0b\x32\x18.jobservice.v1.JobStatus\"4\n\x0bListRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"O\n\x0cListResponse\x12&\n\x04jobs\x18\x01 \x03(\x0b\x32\x18.jobservice.v1.JobStatus\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb1\x04\n\tJobStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x04 \x03(\t\x12\x0b\n\x03\x64ir\x18\x05 \x01(\t\x12&\n\x05state\x18\x06 \x01(\x0e\x32\x17.jobservice.v1.JobState\x12\x16\n\texit_code\x18\x07 \x01(\x05H\x00\x88\x01\x01\x12\x13\n\x06signal\x18\x08 \x01(\x05H\x01\x88\x01\x01\x12.\n\nstarted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0coutput_bytes\x18\x0b \x01(\x04\x12\x18\n\x10output_truncated\x18\x0c \x01(\x08\x12\x18\n\x0blost_reason\x18\x14 \x01(\tH\x02\x88\x01\x01\x12-\n\x06limits\x18\r \x01(\x0b\x32\x1d.jobservice.v1.ResourceLimits\x12+\n\x05usage\x18\x0e \x01(\x0b\x32\x1c.jobservice.v1.ResourceUsage\x12\x12\n\noom_killed\x18\x0f \x01(\x08\x12\x11\n\ttimed_out\x18\x10 \x01(\x08\x12\x0e\n\x06run_as\x18\x11 \x01(\t\x12\x12\n\nunconfined\x18\x12 \x01(\x08\x12\x0c\n\x04node\x18\x17 \x01(\tB\x0c\n\n_exit_codeB\t\n\x07_signalB\x0e\n\x0c_lost_reason\"\x0e\n\x0cNodesRequest\"n\n\nNodeStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x61live\x18\x02 \x01(\x08\x12\x14\n\x0crunning_jobs\x18\x03 \x01(\r\x12-\n\tlast_seen\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\rNodesResponse\x12(\n\x05nodes\x18\x01 \x03(\x0b\x32\x19.jobservice.v1.NodeStatus\"`\n\rOutputRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12/\n\x07streams\x18\x02 \x01(\x0e\x32\x1e.jobservice.v1.OutputSelection\x12\x0e\n\x06offset\x18\x03 \x01(\x04\"R\n\x0bOutputChunk\x12%\n\x06stream\x18\x01 \x01(\x0e\x32\x15.jobservice.v1.Stream\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"x\n\x0eOutputResponse\x12+\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x1a.jobservice.v1.OutputChunkH\x00\x12\x30\n\x0c\x66inal_status\x18\x02 \x01(\x0b\x32\x18.jobservice.v1.JobStatusH\x00\x42\x07\n\x05\x65vent\"*\n\nStdinChunk\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"+\n\x12WriteStdinResponse\x12\x15\n\rbytes_written\x18\x01 \x01(\x04*f\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_RUNNING\x10\x01\x12\x14\n\x10JOB_STATE_EXITED\x10\x02\x12\x12\n\x0eJOB_STATE_LOST\x10\x03*F\n\x06Stream\x12\x16\n\x12STREAM_UNSPECIFIED\x10\x00\x12\x11\n\rSTREAM_STDOUT\x10\x01\x12\x11\n\rSTREAM_STDERR\x10\x02*\x87\x01\n\x0fOutputSelection\x12 \n\x1cOUTPUT_SELECTION_UNSPECIFIED\x10\x00\x12\x1b\n\x17OUTPUT_SELECTION_STDOUT\x10\x01\x12\x1b\n\x17OUTPUT_SELECTION_STDERR\x10\x02\x12\x18\n\x14OUTPUT_SELECTION_ALL\x10\x03\x32\xbb\x04\n\nJobService\x12\x42\n\x05Start\x12\x1b.jobservice.v1.StartRequest\x1a\x1c.jobservice.v1.StartResponse\x12?\n\x04Stop\x12\x1a.jobservice.v1.StopRequest\x1a\x1b.jobservice.v1.StopResponse\x12\x45\n\x06Status\x12\x1c.jobservice.v1.StatusRequest\x1a\x1d.jobservice.v1.StatusResponse\x12?\n\x04List\x12\x1a.jobservice.v1.ListRequest\x1a\x1b.jobservice.v1.ListResponse\x12G\n\x06Output\x12\x1c.jobservice.v1.OutputRequest\x1a\x1d.jobservice.v1.OutputResponse0\x01\x12\x45\n\x06Remove\x12\x1c.jobservice.v1.RemoveRequest\x1a\x1d.jobservice.v1.RemoveResponse\x12\x42\n\x05Nodes\x12\x1b.jobservice.v1.NodesRequest\x1a\x1c.jobservice.v1.NodesResponse\x12L\n\nWriteStdin\x12\x19.jobservice.v1.StdinChunk\x1a!.jobservice.v1.WriteStdinResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'jobservice.api.v1.jobservice_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATE']._serialized_start=2014
-  _globals['_JOBSTATE']._serialized_end=2116
-  _globals['_STREAM']._serialized_start=2118
-  _globals['_STREAM']._serialized_end=2188
-  _globals['_OUTPUTSELECTION']._serialized_start=2191
-  _globals['_OUTPUTSELECTION']._serialized_end=2326
+  _globals['_JOBSTATE']._serialized_start=2078
+  _globals['_JOBSTATE']._serialized_end=2180
+  _globals['_STREAM']._serialized_start=2182
+  _globals['_STREAM']._serialized_end=2252
+  _globals['_OUTPUTSELECTION']._serialized_start=2255
+  _globals['_OUTPUTSELECTION']._serialized_end=2390
   _globals['_STARTREQUEST']._serialized_start=83
   _globals['_STARTREQUEST']._serialized_end=230
   _globals['_RESOURCELIMITS']._serialized_start=233
@@ -59,27 +59,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATUSRESPONSE']._serialized_start=739
   _globals['_STATUSRESPONSE']._serialized_end=797
   _globals['_LISTREQUEST']._serialized_start=799
-  _globals['_LISTREQUEST']._serialized_end=812
-  _globals['_LISTRESPONSE']._serialized_start=814
-  _globals['_LISTRESPONSE']._serialized_end=868
-  _globals['_JOBSTATUS']._serialized_start=871
-  _globals['_JOBSTATUS']._serialized_end=1432
-  _globals['_NODESREQUEST']._serialized_start=1434
-  _globals['_NODESREQUEST']._serialized_end=1448
-  _globals['_NODESTATUS']._serialized_start=1450
-  _globals['_NODESTATUS']._serialized_end=1560
-  _globals['_NODESRESPONSE']._serialized_start=1562
-  _globals['_NODESRESPONSE']._serialized_end=1619
-  _globals['_OUTPUTREQUEST']._serialized_start=1621
-  _globals['_OUTPUTREQUEST']._serialized_end=1717
-  _globals['_OUTPUTCHUNK']._serialized_start=1719
-  _globals['_OUTPUTCHUNK']._serialized_end=1801
-  _globals['_OUTPUTRESPONSE']._serialized_start=1803
-  _globals['_OUTPUTRESPONSE']._serialized_end=1923
-  _globals['_STDINCHUNK']._serialized_start=1925
-  _globals['_STDINCHUNK']._serialized_end=1967
-  _globals['_WRITESTDINRESPONSE']._serialized_start=1969
-  _globals['_WRITESTDINRESPONSE']._serialized_end=2012
-  _globals['_JOBSERVICE']._serialized_start=2329
-  _globals['_JOBSERVICE']._serialized_end=2900
+  _globals['_LISTREQUEST']._serialized_end=851
+  _globals['_LISTRESPONSE']._serialized_start=853
+  _globals['_LISTRESPONSE']._serialized_end=932
+  _globals['_JOBSTATUS']._serialized_start=935
+  _globals['_JOBSTATUS']._serialized_end=1496
+  _globals['_NODESREQUEST']._serialized_start=1498
+  _globals['_NODESREQUEST']._serialized_end=1512
+  _globals['_NODESTATUS']._serialized_start=1514
+  _globals['_NODESTATUS']._serialized_end=1624
+  _globals['_NODESRESPONSE']._serialized_start=1626
+  _globals['_NODESRESPONSE']._serialized_end=1683
+  _globals['_OUTPUTREQUEST']._serialized_start=1685
+  _globals['_OUTPUTREQUEST']._serialized_end=1781
+  _globals['_OUTPUTCHUNK']._serialized_start=1783
+  _globals['_OUTPUTCHUNK']._serialized_end=1865
+  _globals['_OUTPUTRESPONSE']._serialized_start=1867
+  _globals['_OUTPUTRESPONSE']._serialized_end=1987
+  _globals['_STDINCHUNK']._serialized_start=1989
+  _globals['_STDINCHUNK']._serialized_end=2031
+  _globals['_WRITESTDINRESPONSE']._serialized_start=2033
+  _globals['_WRITESTDINRESPONSE']._serialized_end=2076
+  _globals['_JOBSERVICE']._serialized_start=2393
+  _globals['_JOBSERVICE']._serialized_end=2964
 # @@protoc_insertion_point(module_scope)

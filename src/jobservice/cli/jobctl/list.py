@@ -20,12 +20,21 @@ if TYPE_CHECKING:
 
 __all__ = ["command", "list_jobs"]
 
+_PAGE_SIZE = 1000  # the server's largest
+
 
 async def list_jobs(stub: JobServiceStub) -> list[JobInfo]:
     from jobservice.api import pb, status_to_info
 
-    response = await stub.List(pb.ListRequest(), timeout=RPC_TIMEOUT)
-    return [status_to_info(job) for job in response.jobs]
+    jobs: list[JobInfo] = []
+    token = ""
+    while True:  # every page, each within the per-call timeout
+        request = pb.ListRequest(page_size=_PAGE_SIZE, page_token=token)
+        response = await stub.List(request, timeout=RPC_TIMEOUT)
+        jobs.extend(status_to_info(job) for job in response.jobs)
+        token = response.next_page_token
+        if not token:
+            return jobs
 
 
 @click.command("list")

@@ -13,7 +13,7 @@ __all__ = ["pki"]
 
 @click.group()
 def pki() -> None:
-    """Development certificates (not for production: the CA key sits next to the certificates)."""
+    """Development certificates (for production, keep the CA key off the server host)."""
 
 
 @pki.command()
@@ -59,10 +59,13 @@ def init(
     days: int,
     force: bool,
 ) -> None:
-    """Write ca.pem/ca.key, server.pem/server.key and NAME.pem/NAME.key for each --user.
+    """Write ca.pem, server.pem/server.key and NAME.pem/NAME.key for each --user, and the CA
+    key apart, in ca-private/ca.key.
 
     Keys are ECDSA P-384 and written mode 0600; certificates are signed with SHA-384. The
-    server certificate is valid for localhost, 127.0.0.1 and ::1.
+    server certificate is valid for localhost, 127.0.0.1 and ::1. jobd serve needs ca.pem,
+    server.pem and server.key only: whoever holds ca.key can mint any identity, so move it off
+    the server host.
 
     \b
     Example:
@@ -71,7 +74,7 @@ def init(
     """
     # Imported here, not at the top: it brings `cryptography` (~9 MiB), which `jobd serve`
     # does not otherwise load.
-    from jobservice.security.pki import init_pki  # noqa: PLC0415
+    from jobservice.security.pki import CA_KEY, init_pki  # noqa: PLC0415
 
     try:
         init_pki(out, users, days=days, overwrite=force)
@@ -86,6 +89,11 @@ def init(
             )
         raise click.ClickException(f"{exc}{hint}") from None
     click.echo(f"wrote a development PKI to {out} ({', '.join(('ca', 'server', *users))})")
+    click.echo(
+        f"warning: the CA key is in {out / CA_KEY}: whoever holds it can mint any identity; "
+        "move it off the server host (jobd serve needs ca.pem, server.pem and server.key only)",
+        err=True,
+    )
 
 
 def _issue_cluster(
@@ -93,9 +101,9 @@ def _issue_cluster(
 ) -> None:
     """Node and front certificates from the CA just written (docs/cluster.md)."""
     from jobservice.security import cluster_pki  # noqa: PLC0415
-    from jobservice.security.pki import load_certified_key  # noqa: PLC0415
+    from jobservice.security.pki import CA_KEY, load_certified_key  # noqa: PLC0415
 
-    ca = load_certified_key(out / "ca.pem", out / "ca.key")
+    ca = load_certified_key(out / "ca.pem", out / CA_KEY)
     for paths in [cluster_pki.node_paths(out, n) for n in nodes] + [
         cluster_pki.front_paths(out, f) for f in fronts
     ]:
@@ -110,7 +118,7 @@ _OUT = click.option(
     "--out",
     required=True,
     type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="The PKI's directory, with ca.pem and ca.key (from `jobd pki init`).",
+    help="The PKI's directory, with ca.pem and ca-private/ca.key (from `jobd pki init`).",
 )
 _DAYS = click.option("--days", default=365, show_default=True, help="Validity.")
 

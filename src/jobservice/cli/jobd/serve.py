@@ -24,6 +24,7 @@ from jobservice.cli.jobd import preflight
 from jobservice.cli.jobd.config import config_option
 from jobservice.cli.jobd.confine import confine_options, confinement_from
 from jobservice.cli.jobd.logsetup import LOG_FORMATS, configure_logging
+from jobservice.cli.jobd.private import check_key_files, make_private
 from jobservice.cli.jobd.units import BYTES, DURATION
 from jobservice.core import Limits, Retention
 from jobservice.core.store import JobStore
@@ -179,6 +180,13 @@ def nats_options(*, required: bool) -> Callable[[F], F]:
     help="Output bytes kept per job; beyond it output is discarded, the start kept (0: no limit).",
 )
 @click.option(
+    "--max-finished-per-user",
+    default=_LIMITS.max_finished_jobs_per_owner,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Finished jobs kept per user; past it the oldest is removed, record and log (0: none).",
+)
+@click.option(
     "--max-streams",
     default=config_default("max_streams"),
     show_default=True,
@@ -198,6 +206,13 @@ def nats_options(*, required: bool) -> Callable[[F], F]:
     show_default=True,
     type=click.IntRange(min=1),
     help="Client connections open at once, TLS handshakes in progress included.",
+)
+@click.option(
+    "--max-handshakes",
+    default=config_default("max_handshakes"),
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="TLS handshakes in progress at once; past it a new one replaces the oldest.",
 )
 @click.option(
     "--max-connections-per-user",
@@ -261,9 +276,11 @@ def serve(
     max_jobs_per_user: int,
     max_jobs: int,
     max_output_bytes: int,
+    max_finished_per_user: int,
     max_streams: int,
     max_streams_per_user: int,
     max_connections: int,
+    max_handshakes: int,
     max_connections_per_user: int,
     retain: float | None,
     user_quota: int,
@@ -327,17 +344,20 @@ def serve(
             max_running_jobs_per_owner=max_jobs_per_user,
             max_running_jobs=max_jobs,
             max_output_bytes=max_output_bytes,
+            max_finished_jobs_per_owner=max_finished_per_user,
         ),
         retention=Retention(keep_for=retain, owner_quota=user_quota),
         max_streams=max_streams,
         max_streams_per_user=max_streams_per_user,
         max_connections=max_connections,
+        max_handshakes=max_handshakes,
         max_connections_per_user=max_connections_per_user,
         confinement=confinement,
         jobs=jobs,
     )
     _ensure_fd_limit(fds_needed(config))
     announce = announcer()
+    check_key_files(config.key, config.ca)
     try:
         if nats is not None:
             # A front: stateless, so no job store; jobs and their records live in the cluster.
@@ -345,6 +365,7 @@ def serve(
             asyncio.run(_serve_cluster(config, settings, announce))
         else:
             store = None if no_store else _open_store(config.data_dir)
+            make_private(config.data_dir)
             asyncio.run(_serve(config, store, announce))
     finally:
         confinement.close()  # also when jobd did not get as far as running a job
