@@ -13,6 +13,7 @@ from jobservice.security.pki import (
     CLIENT_AUTH,
     SERVER_AUTH,
     SERVER_HOSTS,
+    ca_key_path,
     issue_certificate,
     load_certified_key,
 )
@@ -24,7 +25,7 @@ def test_a_server_without_a_node_certificate_cannot_route(
     # Same CA, both key usages a route needs, but not a node certificate (no route name).
     pki = tmp_path / "rogue-pki"
     shutil.copytree(cluster_pki, pki, ignore=shutil.ignore_patterns("nodes", "fronts"))
-    ca = load_certified_key(pki / "ca.pem", pki / "ca.key")
+    ca = load_certified_key(pki / "ca.pem", ca_key_path(pki))
     cert, key = node_paths(pki, "rogue")
     cert.parent.mkdir()
     issue_certificate(
