@@ -472,6 +472,17 @@ async def _serve(
         raise click.ClickException(f"refusing to start: {exc}") from None
     except OSError as exc:
         raise click.ClickException(f"cannot use data directory {config.data_dir}: {exc}") from None
+    await _run_until_signalled(server, config, announce, "stopping running jobs and ending streams")
+    log.info("stopped")
+
+
+async def _run_until_signalled(
+    server: JobServer, config: ServerConfig, announce: Announce, shutdown: str
+) -> None:
+    """Metrics, listen, announce the address, serve until SIGTERM/SIGINT, then shut down.
+
+    SIGHUP reloads (it takes over the hang-up handler _stop_on_signals set).
+    """
     if config.metrics_address is not None:
         serve_metrics(server.serve_metrics, config.metrics_address, announce)
     try:
@@ -482,14 +493,12 @@ async def _serve(
             f"cannot listen on {format_address(config.host, config.port)}: {reason}"
         ) from None
     stop = _stop_on_signals()
-    # SIGHUP reloads (jobd serve takes over the hang-up handler _stop_on_signals set).
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _reload, server)
     address = format_address(host, port)
     announce(f"jobd listening on {address}", address=address)
     await stop.wait()
-    log.info("shutting down: stopping running jobs and ending streams")
+    log.info("shutting down: %s", shutdown)
     await server.shutdown()
-    log.info("stopped")
 
 
 def on_hangup() -> None:
@@ -565,21 +574,9 @@ async def _serve_cluster(config: ServerConfig, cluster: NatsSettings, announce: 
         server = JobServer(config, backend=front, directory=front)
     except TLSPolicyError as exc:
         raise click.ClickException(f"refusing to start: {exc}") from None
-    if config.metrics_address is not None:
-        serve_metrics(server.serve_metrics, config.metrics_address, announce)
-    try:
-        host, port = await server.start()
-    except OSError as exc:
-        raise click.ClickException(
-            f"cannot listen on {format_address(config.host, config.port)}: {exc}"
-        ) from None
-    stop = _stop_on_signals()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _reload, server)
-    address = format_address(host, port)
-    announce(f"jobd listening on {address}", address=address)
-    await stop.wait()
-    log.info("shutting down: ending streams (jobs keep running on their agents)")
-    await server.shutdown()
+    await _run_until_signalled(
+        server, config, announce, "ending streams (jobs keep running on their agents)"
+    )
     # Not drain(): it waits on nats-py's fetch queues, which are never marked done. Everything
     # this process must publish was acknowledged already.
     await nc.close()
