@@ -7,9 +7,9 @@ default.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
+import select
 import shlex
 import shutil
 import signal
@@ -103,8 +103,21 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
         if pidfile.exists():
             stopped = _bash(stop, env, tmp_path, tmp_path)
             assert stopped.returncode == 0, stopped
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pidfile.read_text()), signal.SIGKILL)  # only if `stop` did not
+            _wait_gone(int(pidfile.read_text()))
+
+
+def _wait_gone(pid: int) -> None:
+    """Wait for jobd to finish the shutdown `stop` began (it stops its jobs and removes their
+    cgroups first); SIGKILL it only if it never does, which would leave a job's cgroup behind."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        if not select.select([pidfd], [], [], 60)[0]:
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        os.close(pidfd)
 
 
 def _one_screen(env: dict[str, str], tmp_path: Path) -> None:
