@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from jobservice.cli.jobd.confine import cgroup_options, host_confinement
 from jobservice.cli.jobd.logsetup import configure_logging
 from jobservice.cli.jobd.serve import (
     _open_store,
@@ -20,10 +21,9 @@ from jobservice.cli.jobd.serve import (
     parse_listen,
     serve_metrics,
 )
-from jobservice.core import ConfinementUnavailable, Limits
-from jobservice.core.confine import Confinement, ConfineMode, detect, root_name
+from jobservice.core import Limits
+from jobservice.core.confine import Confinement
 from jobservice.core.confine.account import Account
-from jobservice.core.confine.privileges import set_no_new_privs
 
 if TYPE_CHECKING:
     from jobservice.cluster.connect import NatsSettings
@@ -85,19 +85,7 @@ log = logging.getLogger("jobservice.jobd")
     type=click.IntRange(min=0),
     help="Running jobs one user may have on this node (0: no limit).",
 )
-@click.option(
-    "--confine",
-    type=click.Choice([m.value for m in ConfineMode]),
-    default=ConfineMode.AUTO.value,
-    show_default=True,
-    help="Run each job in its own cgroup: when the host allows (auto), always (required), "
-    "or never (off); as for jobd serve. Limits and run-as come with each start request.",
-)
-@click.option(
-    "--cgroup-root",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="A delegated cgroup v2 group to put jobs under (as for jobd serve).",
-)
+@cgroup_options
 @click.option(
     "--run-as",
     metavar="ACCOUNT",
@@ -155,14 +143,8 @@ def agent(
     metrics_at = parse_listen(metrics_listen, "--metrics-listen") if metrics_listen else None
     data_dir = data_dir or default_data_dir()
     default_account = _default_account(run_as)
-    if not set_no_new_privs():  # as jobd serve: no job it starts gains privileges through exec
-        log.warning("cannot set no_new_privs: jobs may gain privileges through setuid programs")
-    try:
-        confinement, reason = detect(ConfineMode(confine), root_name(data_dir), cgroup_root)
-    except ConfinementUnavailable as exc:
-        raise click.ClickException(f"refusing to start (--confine required): {exc}") from None
-    if reason is not None:
-        log.warning("confinement: none (%s): jobs run unconfined, without limits", reason)
+    # As jobd serve: no_new_privs, then the layout. Limits and run-as come with each start.
+    confinement = host_confinement(confine, data_dir, cgroup_root)
     try:
         asyncio.run(
             _run(

@@ -16,7 +16,7 @@ from jobservice.core.confine import Confinement, ConfineMode, detect, root_name
 from jobservice.core.confine.privileges import set_no_new_privs
 from jobservice.security.policy import Policy
 
-__all__ = ["confine_options", "confinement_from"]
+__all__ = ["cgroup_options", "confine_options", "confinement_from", "host_confinement"]
 
 log = logging.getLogger("jobservice.jobd")
 
@@ -49,6 +49,11 @@ def confine_options(func: F) -> F:
         "Default: nobody when jobd runs as root; else jobd's own (with a warning). root is "
         "refused here.",
     )(func)
+    return cgroup_options(func)
+
+
+def cgroup_options(func: F) -> F:
+    """--confine and --cgroup-root: how this host confines jobs (jobd serve and jobd agent)."""
     func = click.option(
         "--cgroup-root",
         type=click.Path(file_okay=False, path_type=Path),
@@ -65,10 +70,8 @@ def confine_options(func: F) -> F:
     )(func)
 
 
-def confinement_from(
-    mode: str, data_dir: Path, cgroup_root: Path | None, options: dict[str, Any], policy: Policy
-) -> tuple[Confinement, JobSettings]:
-    """The cgroup layout (named in the log) and the job settings; no_new_privs for jobd."""
+def host_confinement(mode: str, data_dir: Path, cgroup_root: Path | None) -> Confinement:
+    """no_new_privs for this process (jobs inherit it), then the cgroup layout, named in the log."""
     if not set_no_new_privs():
         log.warning("cannot set no_new_privs: jobs may gain privileges through setuid programs")
     try:
@@ -79,6 +82,14 @@ def confinement_from(
         log.warning("confinement: none (%s): jobs run unconfined, without limits", reason)
     else:
         log.info("confinement: %s", confinement.description)
+    return confinement
+
+
+def confinement_from(
+    mode: str, data_dir: Path, cgroup_root: Path | None, options: dict[str, Any], policy: Policy
+) -> tuple[Confinement, JobSettings]:
+    """The cgroup layout (named in the log) and the job settings; no_new_privs for jobd."""
+    confinement = host_confinement(mode, data_dir, cgroup_root)
     try:
         return confinement, _job_settings(options, policy, confinement)
     except BaseException:
