@@ -59,9 +59,8 @@ class _Agent:
 def run(ctx: Context) -> Section:
     section = Section("cluster", "Cluster: 3 NATS servers (R3), 2 agents, a front, on loopback")
     pki = ctx.ws.pki
-    issue_cluster_certificates(
-        load_certified_key(pki / "ca.pem", pki / "ca-private" / "ca.key"), pki, _NODES, ("f1",), days=1
-    )
+    ca = load_certified_key(pki / "ca.pem", pki / "ca-private" / "ca.key")
+    issue_cluster_certificates(ca, pki, _NODES, ("f1",), days=1)
     urls = _start_servers(ctx)
     agents = [_start_agent(ctx, name, urls) for name in ("n1", "n2")]
     # As bench/confinement.py's "unconfined": jobs run as root, so the latency printer can run
