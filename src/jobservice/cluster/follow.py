@@ -1,9 +1,14 @@
 """A follower: one job's output from the output stream, from an offset, in order, to its end.
 
 An ordered consumer (flow-controlled, recreated by nats-py at the next sequence after a gap or
-a server failing over) delivers the job's messages from the first; this class puts chunks in
-offset order, drops bytes already delivered, trims the chunk that straddles the requested
-offset, and ends at the job's end marker.
+a server failing over) delivers the job's messages; this class puts chunks in offset order,
+drops bytes already delivered, trims the chunk that straddles the requested offset, and ends at
+the job's end marker.
+
+Resuming at an offset does not replay the job from its first message: `start_sequence` finds
+the chunk that holds the offset by a binary search over the job's messages (message GETs by
+stream sequence and subject, reading each chunk's `Jobd-Offset` header), and the consumer
+starts at that chunk's sequence.
 """
 
 from __future__ import annotations
@@ -14,19 +19,24 @@ from types import TracebackType
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
-from nats.js.api import DeliverPolicy
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy, RawStreamMsg
+from nats.js.errors import NotFoundError
 
 from jobservice.cluster import layout
-from jobservice.cluster.publisher import HEADER_OFFSET, HEADER_STREAM
+from jobservice.cluster.publisher import HEADER_OFFSET, HEADER_RESENT, HEADER_STREAM, WINDOW
 from jobservice.cluster.retry import retrying
 from jobservice.core.model import Chunk, Stream
 
-__all__ = ["Follower"]
+__all__ = ["Follower", "start_sequence"]
 
 _STREAMS = {"1": Stream.STDOUT, "2": Stream.STDERR}
 # What nats-py may hold for one follower whose client reads slowly (flow control keeps the
 # server from sending much more).
 _PENDING_BYTES = 16 << 20
+# How far (in output bytes) a chunk can be stored out of order: the publisher resends at most
+# its window of chunks after a missing ack, and publishes nothing new until they are stored.
+_DISORDER = (WINDOW + 1) * layout.MAX_CHUNK
 
 
 class Follower:
@@ -40,16 +50,30 @@ class Follower:
         self._held: dict[int, Chunk] = {}  # chunks that arrived ahead of a gap, by offset
         self._sub: NatsSubscription | None = None
         self._ended = False
+        # The stream sequence the consumer started at (None: the job's first message).
+        self.first_sequence: int | None = None
 
     async def __aenter__(self) -> Follower:
+        js = self._nc.jetstream()
+        self.first_sequence = await retrying(
+            "finding an offset in a job's output",
+            functools.partial(start_sequence, js, self._job_id, self._next),
+        )
+        config = ConsumerConfig()
+        if self.first_sequence is not None:
+            config.opt_start_seq = self.first_sequence
+        policy = (
+            DeliverPolicy.ALL if self.first_sequence is None else DeliverPolicy.BY_START_SEQUENCE
+        )
         self._sub = await retrying(
             "following a job's output",
             functools.partial(
-                self._nc.jetstream().subscribe,
+                js.subscribe,
                 layout.output_filter(self._job_id),
                 stream=layout.OUTPUT_STREAM,
+                config=config,
                 ordered_consumer=True,
-                deliver_policy=DeliverPolicy.ALL,
+                deliver_policy=policy,
                 idle_heartbeat=2.0,
                 pending_bytes_limit=_PENDING_BYTES,
             ),
@@ -109,3 +133,66 @@ class Follower:
             self._next = chunk.end
             return Chunk(chunk.stream, offset + skip, chunk.data[skip:]) if skip else chunk
         return None
+
+
+async def start_sequence(js: JetStreamContext, job_id: int, offset: int) -> int | None:
+    """The stream sequence to follow job `job_id` from so that every byte at `offset` or later
+    is delivered; None: from its first message (offset 0, or nothing stored before it).
+
+    A binary search over the stream sequences between the job's first and last chunk: each probe
+    GETs the job's first chunk at or after a sequence and reads its offset, so a resume costs a
+    few dozen small requests whatever the job's size. Chunks are stored in offset order except
+    after a resend (a server failing over), which the publisher marks: if the chunk found is
+    such a one, later chunks may precede it, and the search is made again for an offset far
+    enough back that no chunk past the requested offset can be stored before it.
+    """
+    if offset <= 0:
+        return None
+    found = await _last_chunk_at_or_before(js, job_id, offset)
+    if found is None:
+        return None
+    if (found.headers or {}).get(HEADER_RESENT):
+        found = await _last_chunk_at_or_before(js, job_id, offset - _DISORDER)
+        if found is None:
+            return None
+    return found.seq
+
+
+async def _last_chunk_at_or_before(
+    js: JetStreamContext, job_id: int, offset: int
+) -> RawStreamMsg | None:
+    """A stored chunk of the job whose offset is at most `offset`: the last one if the chunks
+    are stored in offset order, an earlier one otherwise; None if there is none."""
+    if offset <= 0:
+        return None
+    subject = layout.output_subject(job_id)
+    try:
+        last = await js.get_last_msg(layout.OUTPUT_STREAM, subject)
+    except NotFoundError:
+        return None  # nothing stored yet
+    if _offset(last) <= offset:
+        return last
+    best = await _next_chunk(js, subject, 1)
+    if best is None or _offset(best) > offset:
+        return None
+    high = (last.seq or 0) - 1  # the answer's sequence is at most this
+    while (best.seq or 0) < high:
+        middle = ((best.seq or 0) + 1 + high) // 2
+        probe = await _next_chunk(js, subject, middle)
+        if probe is None or (probe.seq or 0) > high or _offset(probe) > offset:
+            high = middle - 1  # no chunk at or before `offset` from `middle` on
+        else:
+            best = probe
+    return best
+
+
+async def _next_chunk(js: JetStreamContext, subject: str, seq: int) -> RawStreamMsg | None:
+    """The first message on `subject` at stream sequence `seq` or later."""
+    try:
+        return await js.get_msg(layout.OUTPUT_STREAM, seq=seq, subject=subject, next=True)
+    except NotFoundError:
+        return None
+
+
+def _offset(msg: RawStreamMsg) -> int:
+    return int((msg.headers or {})[HEADER_OFFSET])

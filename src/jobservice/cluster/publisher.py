@@ -20,12 +20,15 @@ from nats.js.api import PubAck
 from jobservice.cluster import layout
 from jobservice.core.model import Chunk, Stream
 
-__all__ = ["HEADER_OFFSET", "HEADER_STREAM", "WINDOW", "OutputPublisher"]
+__all__ = ["HEADER_OFFSET", "HEADER_RESENT", "HEADER_STREAM", "WINDOW", "OutputPublisher"]
 
 log = logging.getLogger("jobservice.cluster.agent")
 
 HEADER_STREAM = "Jobd-Stream"
 HEADER_OFFSET = "Jobd-Offset"
+# On a chunk published again after its ack did not come: if this copy is the one stored, it may
+# be stored after chunks that follow it (followers resuming at an offset look for it).
+HEADER_RESENT = "Jobd-Resent"
 WINDOW = 32
 # A chunk whose publish keeps failing is retried this long (a cluster electing a new leader
 # takes a few seconds) before the job's output is given up as undeliverable.
@@ -67,8 +70,9 @@ class OutputPublisher:
             )
         )
 
-    async def _publish(self, chunk: Chunk) -> PubAck:
-        return await self._js.publish(self._subject, chunk.data, headers=self._headers(chunk))
+    async def _publish_again(self, chunk: Chunk) -> PubAck:
+        headers = {**self._headers(chunk), HEADER_RESENT: "1"}
+        return await self._js.publish(self._subject, chunk.data, headers=headers)
 
     async def _publish_async(self, chunk: Chunk) -> asyncio.Future[PubAck]:
         return await self._js.publish_async(self._subject, chunk.data, headers=self._headers(chunk))
@@ -97,7 +101,7 @@ class OutputPublisher:
                 f.cancel()
             self._in_flight.clear()
             for c in pending:
-                await self._retry(functools.partial(self._publish, c))
+                await self._retry(functools.partial(self._publish_again, c))
             return
         self._in_flight.popleft()
 
