@@ -62,7 +62,6 @@ def run(ctx: Context) -> Section:
     ca = load_certified_key(pki / "ca.pem", pki / "ca-private" / "ca.key")
     issue_cluster_certificates(ca, pki, _NODES, ("f1",), days=1)
     urls = _start_servers(ctx)
-    agents = [_start_agent(ctx, name, urls) for name in ("n1", "n2")]
     # As bench/confinement.py's "unconfined": jobs run as root, so the latency printer can run
     # the venv's Python, on the agents and on the single host alike.
     policy = ctx.ws.root / "policy-as-root.toml"
@@ -73,6 +72,8 @@ def run(ctx: Context) -> Section:
         ctx.ws, "front", "--nats", urls, "--nats-cert", str(pki / "fronts" / "f1.pem"),
         "--nats-key", str(pki / "fronts" / "f1.key"), "--policy", str(policy),
     )  # fmt: skip
+    # After the front: fronts create the cluster's streams, agents wait for them.
+    agents = [_start_agent(ctx, name, urls) for name in ("n1", "n2")]
     single = Jobd.start(ctx.ws, "single-host", "--policy", str(policy))
     try:
         idle = {"front": _settled(front), "agent": median([_settled_agent(a) for a in agents])}
@@ -90,8 +91,8 @@ def run(ctx: Context) -> Section:
         PROCS.end_all()  # the NATS servers
     section.commands += [
         "jobd nats-config ... && nats-server -c nN.conf   # x3, routed, TLS 1.3, verify_and_map",
-        "jobd agent --nats URLS --name n1|n2 ...   # x2",
         "jobd serve --nats URLS --nats-cert f1.pem ...   # the front every client uses",
+        "jobd agent --nats URLS --name n1|n2 ...   # x2",
     ]
     section.notes.append(
         "Single-host figures are a plain `jobd serve` measured in the same run, alternated with "

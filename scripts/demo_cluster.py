@@ -100,7 +100,7 @@ def _jobd(*args: str) -> list[str]:
 
 
 def _start_cluster(cluster: Cluster) -> tuple[str, str]:
-    """Servers, agents n1 and n2, fronts f1 and f2; the fronts' addresses."""
+    """Servers, fronts f1 and f2, agents n1 and n2; the fronts' addresses."""
     nats = str(BIN / "nats-server")
     for name, (client, route) in cluster.ports.items():
         routes = [
@@ -115,14 +115,6 @@ def _start_cluster(cluster: Cluster) -> tuple[str, str]:
         )  # fmt: skip
     for name in NODES:
         cluster.start(f"nats-{name}", [nats, "-c", f"{name}.conf"], "Server is ready")
-    for name in ("n1", "n2"):
-        cluster.start(
-            f"agent-{name}",
-            _jobd("agent", "--nats", cluster.urls, "--name", name, "--ca", "pki/ca.pem",
-                  "--cert", f"pki/nodes/{name}.pem", "--key", f"pki/nodes/{name}.key",
-                  "--data-dir", f"data-{name}"),
-            f"jobd agent {name} ready",
-        )  # fmt: skip
     addresses = []
     for name in ("f1", "f2"):
         found = cluster.start(
@@ -134,6 +126,15 @@ def _start_cluster(cluster: Cluster) -> tuple[str, str]:
             r"jobd listening on (\S+)",
         )  # fmt: skip
         addresses.append(found.group(1))
+    # After the fronts: fronts create the cluster's streams, agents wait for them.
+    for name in ("n1", "n2"):
+        cluster.start(
+            f"agent-{name}",
+            _jobd("agent", "--nats", cluster.urls, "--name", name, "--ca", "pki/ca.pem",
+                  "--cert", f"pki/nodes/{name}.pem", "--key", f"pki/nodes/{name}.key",
+                  "--data-dir", f"data-{name}"),
+            f"jobd agent {name} ready",
+        )  # fmt: skip
     return addresses[0], addresses[1]
 
 

@@ -144,7 +144,8 @@ class Cluster:
         server.process = self.spawn(f"nats-{server.plan.name}", ["-c", str(config)])
 
     def start_agent(self, name: str, *extra: str) -> Process:
-        """`jobd agent --name NAME`, ready (its heartbeat is in the cluster)."""
+        """`jobd agent --name NAME`, ready (its heartbeat is in the cluster). A front must have
+        started first: fronts create the cluster's streams, agents wait for them."""
         agent = self._spawn(
             f"agent-{name}",
             [
@@ -157,7 +158,6 @@ class Cluster:
                 f"--key={self.pki / 'nodes' / f'{name}.key'}",
                 f"--data-dir={self.workdir / f'agent-{name}'}",
                 "--stop-grace=2",
-                f"--replicas={self.size}",
                 *extra,
             ],
         )

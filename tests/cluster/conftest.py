@@ -35,10 +35,10 @@ def one_server(cluster_pki: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     cluster = Cluster(cluster_pki, tmp_path_factory.mktemp("cluster1"), size=1)
     try:
         cluster.start_servers()
+        cluster.start_front("f1")  # fronts create the streams agents wait for
+        cluster.start_front("f2")
         cluster.start_agent("n1")
         cluster.start_agent("n2")
-        cluster.start_front("f1")
-        cluster.start_front("f2")
         yield cluster
     finally:
         cluster.stop_all()

@@ -39,9 +39,9 @@ async def test_a_killed_agents_jobs_become_lost(
     cluster = Cluster(cluster_pki, tmp_path, size=1)
     try:
         cluster.start_servers()
+        front = cluster.start_front("f1")
         doomed = cluster.start_agent("n1")
         cluster.start_agent("n2")
-        front = cluster.start_front("f1")
         alice = await connect(front, "alice")
         job = await alice.Start(pb.StartRequest(command="sleep", args=["1000"], node="n1"))
         other = await alice.Start(pb.StartRequest(command="sleep", args=["1000"], node="n2"))
@@ -74,8 +74,8 @@ async def test_a_nats_server_killed_mid_stream_loses_no_byte(
     three_servers: Cluster, connect: Connect
 ) -> None:
     cluster = three_servers
-    cluster.start_agent("n1")
     f1, f2 = cluster.start_front("f1"), cluster.start_front("f2")
+    cluster.start_agent("n1")
     alice1, alice2 = await connect(f1, "alice"), await connect(f2, "alice")
     # Output over a few seconds, so the kill lands mid-stream.
     started = await alice1.Start(

@@ -17,8 +17,8 @@ async def test_an_agent_and_a_front_serve_their_own_metrics(
     cluster = Cluster(cluster_pki, tmp_path, size=1)
     try:
         cluster.start_servers()
-        agent = cluster.start_agent("n1", "--metrics-listen=127.0.0.1:0")
         front = cluster.start_front("f1", "--metrics-listen=127.0.0.1:0")
+        agent = cluster.start_agent("n1", "--metrics-listen=127.0.0.1:0")
         alice = await connect(front, "alice")
         job = (await alice.Start(pb.StartRequest(command="/bin/echo", args=["hi"]))).job_id
         assert (await read_output(alice, job)).data() == b"hi\n"

@@ -20,6 +20,7 @@ from jobservice.api.v1 import jobservice_pb2 as pb
 from jobservice.cluster.connect import NatsSettings
 from jobservice.cluster.connect import connect as connect_nats
 from jobservice.cluster.errors import ClusterError
+from jobservice.cluster.layout import front_inbox, node_inbox
 
 # Deterministic output on both streams, in many writes: a SHA-256 chain, 64 KiB per write.
 WRITER = """
@@ -166,7 +167,7 @@ async def test_nats_refuses_clients_without_a_cluster_role(
 
     # A user's certificate from the very CA the servers trust maps to no NATS user.
     with pytest.raises(ClusterError):
-        await connect_nats(settings(cluster_pki / "alice.pem"), "a user")
+        await connect_nats(settings(cluster_pki / "alice.pem"), "a user", "_INBOX.user")
     # No client certificate at all: the TLS handshake is refused.
     bare = ssl.create_default_context(cafile=ca)
     bare.minimum_version = ssl.TLSVersion.TLSv1_3
@@ -179,11 +180,11 @@ async def test_nats_refuses_clients_without_a_cluster_role(
     async def on_error(exc: Exception) -> None:
         errors.append(exc)
 
-    for cert, subject in (
-        (cluster_pki / "fronts" / "f1.pem", "jobd.out.1.d"),
-        (cluster_pki / "nodes" / "n1.pem", "jobd.start.any"),
+    for cert, subject, inbox in (
+        (cluster_pki / "fronts" / "f1.pem", "jobd.out.1.d", front_inbox()),
+        (cluster_pki / "nodes" / "n1.pem", "jobd.start.any", node_inbox("n1")),
     ):
-        nc = await connect_nats(settings(cert), "a probe")
+        nc = await connect_nats(settings(cert), "a probe", inbox)
         nc._error_cb = on_error  # nats-py's hook for the server's -ERR lines
         with pytest.raises(NatsError):
             await nc.jetstream().publish(subject, b"forged", timeout=2)

@@ -21,7 +21,6 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import KeyWrongLastSequenceError
 
 from jobservice.cluster import layout
@@ -62,7 +61,6 @@ class Agent:
         nc: Client,
         coordinator: JobCoordinator,
         name: str,
-        replicas: int,
         *,
         default_account: Account | None = None,
     ) -> None:
@@ -73,7 +71,6 @@ class Agent:
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream()
         self._coord = coordinator
-        self._replicas = replicas
         # Cluster id -> the coordinator's own id, for every job run here (as the coordinator
         # keeps them); `_active` are those whose output is still being published.
         self._local: dict[int, int] = {}
@@ -89,15 +86,20 @@ class Agent:
 
     async def run(self) -> None:
         """Serve until `stop()` is called."""
-        buckets = await layout.ensure_layout(self._js, self._replicas)
+        buckets = await self._open_layout()
+        if buckets is None:
+            await self._coord.close()
+            return
         self._jobs, self._nodes = buckets.jobs, buckets.nodes
         await self._recover()
         await self._heartbeat_once()
         stops = await self._nc.subscribe(layout.stop_subject(self.name), cb=self._on_stop)
         loops = [
             asyncio.create_task(self._heartbeat()),
-            asyncio.create_task(self._take(layout.start_subject(self.name), f"node-{self.name}")),
-            asyncio.create_task(self._take(layout.START_ANY, "any")),
+            asyncio.create_task(
+                self._take(layout.start_subject(self.name), layout.node_consumer(self.name))
+            ),
+            asyncio.create_task(self._take(layout.START_ANY, layout.ANY_CONSUMER)),
         ]
         self._ready.set()
         log.info("agent %s ready", self.name)
@@ -115,6 +117,20 @@ class Agent:
                 await asyncio.wait_for(stops.unsubscribe(), _SHUTDOWN_STEP)
                 await asyncio.wait_for(self._nodes.delete(self.name), _SHUTDOWN_STEP)
             log.debug("agent %s stopped", self.name)
+
+    async def _open_layout(self) -> layout.Buckets | None:
+        """The cluster's streams and buckets once a front has created them; None if `stop()`
+        came first."""
+        opening = asyncio.ensure_future(layout.open_layout(self._js))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({opening, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not opening.done():
+            opening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await opening
+            return None
+        return opening.result()
 
     async def wait_ready(self) -> None:
         await self._ready.wait()
@@ -160,11 +176,16 @@ class Agent:
         total = self._coord.limits.max_running_jobs
         return _FETCH_BATCH if not total else min(_FETCH_BATCH, total - self.running)
 
-    async def _take(self, subject: str, durable: str) -> None:
-        """Fetch start requests from one work-queue subject while there is capacity."""
-        config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30, max_ack_pending=1024)
+    async def _take(self, subject: str, consumer: str) -> None:
+        """Fetch start requests from one work-queue subject while there is capacity.
+
+        The any-consumer exists (a front made it); this node's own is made here the first time.
+        """
         sub = await self._js.pull_subscribe(
-            subject, durable=f"jobd-{durable}", stream=layout.START_STREAM, config=config
+            subject,
+            durable=consumer,
+            stream=layout.START_STREAM,
+            config=layout.start_consumer(consumer, subject),
         )
         while True:
             room = self._capacity()

@@ -54,8 +54,11 @@ def nats_tls_context(settings: NatsSettings) -> ssl.SSLContext:
     return ctx
 
 
-async def connect(settings: NatsSettings, name: str) -> Client:
+async def connect(settings: NatsSettings, name: str, inbox_prefix: str) -> Client:
     """Connect to the first server that answers; afterwards reconnect forever, to any of them.
+
+    Replies come to subjects under `inbox_prefix`, which this role alone may subscribe to
+    (`layout.front_inbox`, `layout.node_inbox`).
 
     Raises ClusterError at once if the cluster refuses this certificate, and after
     `_CONNECT_WAIT` seconds if no server answers.
@@ -83,6 +86,7 @@ async def connect(settings: NatsSettings, name: str) -> Client:
             servers=list(settings.servers),
             tls=nats_tls_context(settings),
             name=name,
+            inbox_prefix=inbox_prefix,
             allow_reconnect=True,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.25,

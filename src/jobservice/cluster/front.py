@@ -89,7 +89,7 @@ class ClusterFront:
 
     async def open(self) -> None:
         """Make sure the layout exists, load every record and node, then keep them current."""
-        buckets = await layout.ensure_layout(self._js, self._replicas)
+        buckets = await layout.create_layout(self._js, self._replicas)
         self._jobs: KeyValue = buckets.jobs
         self._nodes_kv: KeyValue = buckets.nodes
         jobs_loaded, nodes_loaded = asyncio.Event(), asyncio.Event()

@@ -13,19 +13,26 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
     DiscardPolicy,
-    KeyValueConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import (
+    APIError,
+    BucketNotFoundError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 from nats.js.kv import KeyValue
 
 from jobservice.cluster.errors import ClusterError
@@ -33,6 +40,7 @@ from jobservice.core.errors import InvalidRequest
 from jobservice.security.cluster_pki import NODE_NAME
 
 __all__ = [
+    "ANY_CONSUMER",
     "FRONT_PROBE_PREFIX",
     "HEARTBEAT_INTERVAL",
     "JOBS_BUCKET",
@@ -43,10 +51,15 @@ __all__ = [
     "START_ANY",
     "START_STREAM",
     "Buckets",
+    "create_layout",
     "end_subject",
-    "ensure_layout",
+    "front_inbox",
+    "node_consumer",
+    "node_inbox",
+    "open_layout",
     "output_filter",
     "output_subject",
+    "start_consumer",
     "start_subject",
     "stop_subject",
     "validate_node_name",
@@ -59,6 +72,8 @@ OUTPUT_STREAM = "JOBD_OUTPUT"
 JOBS_BUCKET = "jobd_jobs"
 NODES_BUCKET = "jobd_nodes"
 START_ANY = "jobd.start.any"
+# The start queue's durable consumer that every agent pulls the any-subject from.
+ANY_CONSUMER = "jobd-any"
 # Fronts write `_front.ID` keys in the nodes bucket to check that it takes writes.
 FRONT_PROBE_PREFIX = "_front."
 
@@ -109,16 +124,51 @@ def output_filter(job_id: int) -> str:
 
 
 class Buckets:
-    """The two KV buckets, once `ensure_layout` has made sure they exist."""
+    """The two KV buckets, once the layout exists."""
 
     def __init__(self, jobs: KeyValue, nodes: KeyValue) -> None:
         self.jobs = jobs
         self.nodes = nodes
 
 
-async def ensure_layout(js: JetStreamContext, replicas: int) -> Buckets:
-    """Create the streams and buckets that do not exist yet; every front and agent calls it.
+def start_consumer(name: str, subject: str) -> ConsumerConfig:
+    """The durable pull consumer `name` of the start queue, on `subject` only.
 
+    `jobd-any` takes `jobd.start.any` (created with the layout, shared by every agent);
+    `jobd-node-NODE` takes `jobd.start.node.NODE` (created by that node's agent, the only one
+    allowed to: its permission names both the consumer and the subject).
+    """
+    return ConsumerConfig(
+        name=name,
+        durable_name=name,
+        filter_subject=subject,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=30,
+        max_ack_pending=1024,
+    )
+
+
+def front_inbox() -> str:
+    """Where fronts receive replies; agents may publish here (their answers to starts)."""
+    return "_INBOX.front"
+
+
+def node_inbox(node: str) -> str:
+    """Where node `node`'s agent receives replies (its fetches, its API answers): its own
+    prefix, so no other node may subscribe to it and no node to a front's."""
+    return f"_INBOX.node.{node}"
+
+
+def node_consumer(node: str) -> str:
+    """The start queue's consumer of node `node`'s own subject."""
+    return f"jobd-node-{node}"
+
+
+async def create_layout(js: JetStreamContext, replicas: int) -> Buckets:
+    """Create the streams, buckets and shared consumer that do not exist yet (fronts only).
+
+    Fronts own the layout: an agent runs users' code on its host, so it is given no right to
+    create (or change, delete, purge) a stream; it waits for a front (`open_layout`).
     `replicas` is tried first (3 on a cluster of three); a single server cannot hold more than
     one replica, so there each is created with one and a warning says so. A cluster that has
     just started answers nothing until it has elected its meta leader: that is waited for.
@@ -127,52 +177,99 @@ async def ensure_layout(js: JetStreamContext, replicas: int) -> Buckets:
     deadline = loop.time() + _LEADER_WAIT
     while True:
         try:
-            return await _ensure_layout(js, replicas)
+            return await _create_layout(js, replicas)
         except (NatsTimeout, NoRespondersError, ServiceUnavailableError) as exc:
             if loop.time() > deadline:
                 raise ClusterError(f"JetStream is not available: {exc!r}") from exc
             await asyncio.sleep(0.25)
 
 
-async def _ensure_layout(js: JetStreamContext, replicas: int) -> Buckets:
-    await _ensure_stream(
-        js,
-        StreamConfig(
-            name=START_STREAM,
-            subjects=["jobd.start.>"],
-            retention=RetentionPolicy.WORK_QUEUE,
-            storage=StorageType.FILE,
-            max_msg_size=_MAX_START_MSG,
-            discard=DiscardPolicy.NEW,
-            max_msgs=100_000,
-            allow_msg_ttl=True,  # a start no agent took in time expires instead of running late
-        ),
-        replicas,
+async def open_layout(js: JetStreamContext) -> Buckets:
+    """The layout a front created (agents): waits, without limit, until it exists."""
+    waiting = False
+    while True:
+        try:
+            for stream in _STREAMS:
+                await _wait_for_leader(js, stream)
+            await js.consumer_info(START_STREAM, ANY_CONSUMER)
+            return Buckets(await js.key_value(JOBS_BUCKET), await js.key_value(NODES_BUCKET))
+        except (NotFoundError, BucketNotFoundError) as exc:
+            if not waiting:
+                log.warning("waiting for a front to create the cluster's streams (%s)", exc)
+                waiting = True
+        except (NatsTimeout, NoRespondersError, ServiceUnavailableError) as exc:
+            log.debug("JetStream not available yet: %r", exc)
+        await asyncio.sleep(0.25)
+
+
+# Streams no client may delete messages from by the API; the start queue may not be purged
+# either (JOBD_OUTPUT may: `jobctl rm` purges one job's subject, by fronts only).
+_STREAM_CONFIGS = (
+    StreamConfig(
+        name=START_STREAM,
+        subjects=["jobd.start.>"],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        max_msg_size=_MAX_START_MSG,
+        discard=DiscardPolicy.NEW,
+        max_msgs=100_000,
+        allow_msg_ttl=True,  # a start no agent took in time expires instead of running late
+        deny_delete=True,
+        deny_purge=True,
+    ),
+    StreamConfig(
+        name=OUTPUT_STREAM,
+        subjects=["jobd.out.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_msg_size=MAX_CHUNK + 4096,
+        duplicate_window=120.0,  # a retried chunk (same Nats-Msg-Id) is stored once
+        deny_delete=True,
+    ),
+)
+
+
+def _bucket(bucket: str, ttl: float | None = None) -> StreamConfig:
+    """A KV bucket's stream, as nats-py's `create_key_value` makes it but for what a writer
+    could abuse: no rollup headers (a `Nats-Rollup: all` put would purge the whole bucket, and
+    a node may put keys), no per-message TTLs, no deletes or purges by the API."""
+    window = min(120.0, ttl) if ttl else 120.0
+    return StreamConfig(
+        name=f"KV_{bucket}",
+        subjects=[f"$KV.{bucket}.>"],
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.NEW,
+        duplicate_window=window,
+        max_age=ttl,
+        max_msgs_per_subject=1,  # history 1
+        max_consumers=-1,
+        max_msgs=-1,
+        allow_rollup_hdrs=False,
+        deny_delete=True,
+        deny_purge=True,
     )
-    await _ensure_stream(
-        js,
-        StreamConfig(
-            name=OUTPUT_STREAM,
-            subjects=["jobd.out.>"],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            max_msg_size=MAX_CHUNK + 4096,
-            duplicate_window=120.0,  # a retried chunk (same Nats-Msg-Id) is stored once
-        ),
-        replicas,
-    )
-    jobs = await _ensure_bucket(js, KeyValueConfig(bucket=JOBS_BUCKET, history=1), replicas)
-    nodes = await _ensure_bucket(
-        js, KeyValueConfig(bucket=NODES_BUCKET, history=1, ttl=_NODE_KEY_TTL), replicas
-    )
-    for stream in (START_STREAM, OUTPUT_STREAM, f"KV_{JOBS_BUCKET}", f"KV_{NODES_BUCKET}"):
+
+
+_BUCKETS = (_bucket(JOBS_BUCKET), _bucket(NODES_BUCKET, ttl=_NODE_KEY_TTL))
+_STREAMS = tuple(str(c.name) for c in (*_STREAM_CONFIGS, *_BUCKETS))
+
+
+async def _create_layout(js: JetStreamContext, replicas: int) -> Buckets:
+    for config in (*_STREAM_CONFIGS, *_BUCKETS):
+        await _ensure_stream(js, dataclasses.replace(config), replicas)
+    for stream in _STREAMS:
         await _wait_for_leader(js, stream)
-    return Buckets(jobs, nodes)
+    try:
+        await js.consumer_info(START_STREAM, ANY_CONSUMER)
+    except NotFoundError:
+        # Two fronts creating it at once create the same configuration: no error.
+        await js.add_consumer(START_STREAM, start_consumer(ANY_CONSUMER, START_ANY))
+    return Buckets(await js.key_value(JOBS_BUCKET), await js.key_value(NODES_BUCKET))
 
 
 async def _wait_for_leader(js: JetStreamContext, stream: str) -> None:
     """Return once `stream` has a leader: a replicated stream just created elects one first,
-    and a publish before that finds no responder."""
+    and a publish before that finds no responder. NotFoundError if it does not exist."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _LEADER_WAIT
     while True:
@@ -180,6 +277,8 @@ async def _wait_for_leader(js: JetStreamContext, stream: str) -> None:
             info = await js.stream_info(stream)
             if info.cluster is None or info.cluster.leader:
                 return
+        except NotFoundError:
+            raise
         except (APIError, NatsTimeout, NoRespondersError):
             pass
         if loop.time() > deadline:
@@ -188,41 +287,31 @@ async def _wait_for_leader(js: JetStreamContext, stream: str) -> None:
 
 
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig, replicas: int) -> None:
+    name = str(config.name)
     try:
-        await js.stream_info(str(config.name))
-        return
+        info = await js.stream_info(name)
     except NotFoundError:
         pass
+    else:
+        if info.config.allow_rollup_hdrs:
+            log.warning(
+                "stream %s allows rollup headers (created by an older jobd): a node can purge "
+                "it with one message; recreate it (docs/cluster.md, 'Security model')",
+                name,
+            )
+        return
     for count in dict.fromkeys((replicas, 1)):
         config.num_replicas = count
         try:
             await js.add_stream(config)
         except APIError as exc:
-            if await _exists(js, str(config.name)):
-                return  # another front or agent created it at the same time
+            if await _exists(js, name):
+                return  # another front created it at the same time
             if count == 1 or exc.err_code != _NOT_CLUSTERED:
                 raise
-            log.warning("stream %s: %d replicas refused (%s); using 1", config.name, count, exc)
+            log.warning("stream %s: %d replicas refused (%s); using 1", name, count, exc)
             continue
         return
-
-
-async def _ensure_bucket(js: JetStreamContext, config: KeyValueConfig, replicas: int) -> KeyValue:
-    try:
-        return await js.key_value(config.bucket)
-    except (NotFoundError, APIError):
-        pass
-    for count in dict.fromkeys((replicas, 1)):
-        config.replicas = count
-        try:
-            return await js.create_key_value(config)
-        except APIError as exc:
-            if await _exists(js, f"KV_{config.bucket}"):
-                return await js.key_value(config.bucket)
-            if count == 1 or exc.err_code != _NOT_CLUSTERED:
-                raise
-            log.warning("bucket %s: %d replicas refused (%s); using 1", config.bucket, count, exc)
-    raise AssertionError("unreachable")
 
 
 async def _exists(js: JetStreamContext, stream: str) -> bool:

@@ -102,7 +102,6 @@ log = logging.getLogger("jobservice.jobd")
 def agent(
     *,
     nats: str,
-    replicas: int,
     name: str,
     ca: Path,
     cert: Path,
@@ -138,7 +137,7 @@ def agent(
         servers = NatsSettings.parse_servers(nats)
     except (InvalidRequest, ValueError) as exc:
         raise click.BadParameter(str(exc)) from None
-    settings = NatsSettings(servers, ca, cert, key, replicas)
+    settings = NatsSettings(servers, ca, cert, key)
     limits = Limits(max_running_jobs=max_jobs, max_running_jobs_per_owner=max_jobs_per_user)
     metrics_at = parse_listen(metrics_listen, "--metrics-listen") if metrics_listen else None
     data_dir = data_dir or default_data_dir()
@@ -177,10 +176,11 @@ async def _run(
     from jobservice.cluster.agent import Agent  # noqa: PLC0415
     from jobservice.cluster.connect import connect  # noqa: PLC0415
     from jobservice.cluster.errors import ClusterError  # noqa: PLC0415
+    from jobservice.cluster.layout import node_inbox  # noqa: PLC0415
     from jobservice.core.coordinator import JobCoordinator  # noqa: PLC0415
 
     try:
-        nc = await connect(settings, f"jobd agent {name}")
+        nc = await connect(settings, f"jobd agent {name}", node_inbox(name))
     except ClusterError as exc:
         raise click.ClickException(str(exc)) from None
     # The host's own records, as for jobd serve: after a crash the coordinator ends what was left
@@ -196,17 +196,18 @@ async def _run(
     )
     if metrics is not None:
         serve_metrics(lambda: metrics.serve(coordinator), metrics.address, announcer())
-    node = Agent(nc, coordinator, name, settings.replicas, default_account=default_account)
+    node = Agent(nc, coordinator, name, default_account=default_account)
     stop = _stop_on_signals()
     running = asyncio.create_task(node.run())
     ready = asyncio.create_task(node.wait_ready())
-    await asyncio.wait({running, ready}, return_when=asyncio.FIRST_COMPLETED)
+    signalled = asyncio.create_task(stop.wait())
+    # A signal may come first: the agent waits for a front to create the cluster's streams.
+    await asyncio.wait({running, ready, signalled}, return_when=asyncio.FIRST_COMPLETED)
     if running.done():
         await running  # raises what stopped it
-    click.echo(f"jobd agent {name} ready", err=True)
-    await asyncio.wait(
-        {running, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED
-    )
+    if ready.done():
+        click.echo(f"jobd agent {name} ready", err=True)
+        await asyncio.wait({running, signalled}, return_when=asyncio.FIRST_COMPLETED)
     log.info("shutting down: stopping running jobs and publishing their output")
     node.stop()
     await running

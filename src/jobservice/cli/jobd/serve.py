@@ -69,17 +69,9 @@ def default_data_dir() -> Path:
 
 
 def nats_options(*, required: bool) -> Callable[[F], F]:
-    """--nats and --replicas, shared by `jobd serve` (a cluster front) and `jobd agent`."""
+    """--nats, shared by `jobd serve` (a cluster front) and `jobd agent`."""
 
     def decorate(command: F) -> F:
-        command = click.option(
-            "--replicas",
-            default=3,
-            show_default=True,
-            type=click.IntRange(min=1, max=5),
-            help="Replicas of the cluster's streams and buckets when this process creates them "
-            "(a single NATS server holds 1 whatever this says).",
-        )(command)
         return click.option(
             "--nats",
             required=required,
@@ -93,6 +85,14 @@ def nats_options(*, required: bool) -> Callable[[F], F]:
 
 @click.command()
 @nats_options(required=False)
+@click.option(
+    "--replicas",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=1, max=5),
+    help="With --nats: replicas of the cluster's streams and buckets when this front creates "
+    "them (fronts create them; a single NATS server holds 1 whatever this says).",
+)
 @click.option(
     "--nats-cert",
     type=_EXISTING_FILE,
@@ -558,9 +558,10 @@ async def _serve_cluster(config: ServerConfig, cluster: NatsSettings, announce: 
     from jobservice.cluster.connect import connect  # noqa: PLC0415
     from jobservice.cluster.errors import ClusterError  # noqa: PLC0415
     from jobservice.cluster.front import ClusterFront  # noqa: PLC0415
+    from jobservice.cluster.layout import front_inbox  # noqa: PLC0415
 
     try:
-        nc = await connect(cluster, "jobd front")
+        nc = await connect(cluster, "jobd front", front_inbox())
     except ClusterError as exc:
         raise click.ClickException(str(exc)) from None
     front = ClusterFront(
