@@ -27,16 +27,19 @@ from jobservice.core.model import Stream
 _DEADLINE = 60.0
 
 
-async def _nats(cluster: Cluster, pki: Path, cert: Path) -> Client:
+async def _nats(cluster: Cluster, pki: Path, cert: Path, inbox: str) -> Client:
+    """A connection with `cert`, taking its replies under `inbox` (its role's own prefix)."""
     settings = NatsSettings(
         (cluster.servers[0].url,), pki / "ca.pem", cert, cert.with_suffix(".key"), replicas=1
     )
-    return await connect_nats(settings, "a test")
+    return await connect_nats(settings, "a test", inbox)
 
 
 @pytest.fixture
 async def front_nats(one_server: Cluster, cluster_pki: Path) -> AsyncIterator[Client]:
-    nc = await _nats(one_server, cluster_pki, cluster_pki / "fronts" / "f1.pem")
+    nc = await _nats(
+        one_server, cluster_pki, cluster_pki / "fronts" / "f1.pem", layout.front_inbox()
+    )
     yield nc
     await nc.close()
 
@@ -150,7 +153,9 @@ async def test_resume_where_a_resent_chunk_was_stored_out_of_order(
     pieces = [bytes([65 + i]) * (1000 + i) for i in range(6)]
     offsets = [sum(len(p) for p in pieces[:i]) for i in range(len(pieces))]
     order = [(0, False), (2, False), (3, False), (1, True), (4, False), (5, False)]
-    node = await _nats(one_server, cluster_pki, cluster_pki / "nodes" / "n1.pem")
+    node = await _nats(
+        one_server, cluster_pki, cluster_pki / "nodes" / "n1.pem", layout.node_inbox("n1")
+    )
     try:
         js = node.jetstream()
         for index, resent in order:

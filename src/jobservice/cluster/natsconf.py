@@ -172,6 +172,7 @@ def _front_entry(name: str) -> dict[str, object]:
                         f"CONSUMER.INFO.{_NODES_KV}.*",
                         f"STREAM.MSG.GET.{_JOBS_KV}",  # a job started through another front
                         f"STREAM.MSG.GET.{_NODES_KV}",  # a node's heartbeat, before Lost
+                        f"STREAM.MSG.GET.{output}",  # resuming at an offset: the search
                         f"STREAM.PURGE.{output}",  # jobctl rm: one job's subject
                     ),
                     *(f"$JS.FC.{s}.>" for s in (output, _JOBS_KV, _NODES_KV)),
