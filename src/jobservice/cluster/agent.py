@@ -2,7 +2,9 @@
 
 It takes start requests from the work queue when it has capacity, records each job in the jobs
 bucket, publishes its output (pipelined: several chunks in flight, acks awaited in order), obeys
-stop requests on its own subject, and heartbeats into the nodes bucket.
+stop requests on its own subject, and heartbeats into the nodes bucket. When a job's record
+leaves the bucket (`jobctl rm`, or a front applying retention), it removes its own copy of the
+job (the host's record and output log) too.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.kv import KV_DEL, KV_PURGE
 
 from jobservice.cluster import layout
 from jobservice.cluster.errors import NodeUnavailable
@@ -36,7 +39,7 @@ from jobservice.cluster.records import (
 from jobservice.cluster.retry import retrying
 from jobservice.core.confine.account import Account
 from jobservice.core.coordinator import JobCoordinator
-from jobservice.core.errors import InvalidRequest, JobError, JobNotFound
+from jobservice.core.errors import InvalidRequest, JobError, JobNotFound, JobStillRunning
 from jobservice.core.model import JobInfo, JobState
 
 __all__ = ["Agent"]
@@ -96,6 +99,7 @@ class Agent:
         stops = await self._nc.subscribe(layout.stop_subject(self.name), cb=self._on_stop)
         loops = [
             asyncio.create_task(self._heartbeat()),
+            asyncio.create_task(self._watch_removals()),
             asyncio.create_task(
                 self._take(layout.start_subject(self.name), layout.node_consumer(self.name))
             ),
@@ -140,14 +144,25 @@ class Agent:
 
     async def _recover(self) -> None:
         """Jobs this node ran before it restarted died with it: they are Lost (the durability
-        rule for jobs running at a crash). Ours are found in the bucket by their node."""
+        rule for jobs running at a crash). Ours are found in the bucket by their node.
+
+        It also pairs the jobs the host's coordinator kept with their records (by start time,
+        owner and command: the record was made from the host's), so that a record removed
+        later removes the host's copy; a host's job with no record left in the bucket (removed
+        while the agent was down, or never recorded) is removed now."""
+        mine = {(info.started_at, info.owner, info.command): info.id for info in self._coord.list()}
         watcher = await self._jobs.watchall(ignore_deletes=True)
         try:
             while (entry := await watcher.updates(timeout=10)) is not None:  # type: ignore[no-untyped-call]
                 if entry.value is None:
                     continue
                 info = decode_info(entry.value)
-                if info.node == self.name and info.is_running:
+                if info.node != self.name:
+                    continue
+                local = mine.pop((info.started_at, info.owner, info.command), None)
+                if local is not None:
+                    self._local[info.id] = local
+                if info.is_running:
                     lost = dataclasses.replace(
                         info,
                         state=JobState.LOST,
@@ -160,6 +175,38 @@ class Agent:
                         log.warning("job %d was running when this agent stopped: lost", info.id)
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
+        for local in mine.values():
+            with contextlib.suppress(JobNotFound, JobStillRunning):
+                await self._coord.remove(local)
+                log.info("removed this host's job %d: the cluster has no record of it", local)
+
+    async def _watch_removals(self) -> None:
+        """Remove the host's copy of each of our jobs whose record leaves the bucket."""
+        while True:
+            try:
+                watcher = await self._jobs.watchall(meta_only=True)
+                async for entry in watcher:
+                    if entry is not None and entry.operation in (KV_DEL, KV_PURGE):
+                        with contextlib.suppress(ValueError):
+                            self._removed(int(entry.key))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("watching for removed jobs failed (%s); watching again", exc)
+                await asyncio.sleep(0.5)
+
+    def _removed(self, job_id: int) -> None:
+        local = self._local.pop(job_id, None)
+        if local is not None:
+            self._spawn(self._remove_local(job_id, local))
+
+    async def _remove_local(self, job_id: int, local: int) -> None:
+        """Remove the host's record and log of a job the cluster removed (once it has ended:
+        a job declared Lost may still be stopping here)."""
+        with contextlib.suppress(JobNotFound):
+            await self._coord.wait(local)
+            await self._coord.remove(local)
+            log.info("job %d was removed from the cluster: removed this host's copy", job_id)
 
     async def _heartbeat(self) -> None:
         while True:

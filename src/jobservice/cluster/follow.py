@@ -14,11 +14,13 @@ starts at that chunk's sequence.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from types import TracebackType
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
+from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy, RawStreamMsg
 from nats.js.errors import NotFoundError
@@ -34,6 +36,8 @@ _STREAMS = {"1": Stream.STDOUT, "2": Stream.STDERR}
 # What nats-py may hold for one follower whose client reads slowly (flow control keeps the
 # server from sending much more).
 _PENDING_BYTES = 16 << 20
+# How soon a follower of a job removed meanwhile (its output purged) notices and ends.
+_REMOVED_CHECK = 1.0
 # How far (in output bytes) a chunk can be stored out of order: the publisher resends at most
 # its window of chunks after a missing ack, and publishes nothing new until they are stored.
 _DISORDER = (WINDOW + 1) * layout.MAX_CHUNK
@@ -50,6 +54,8 @@ class Follower:
         self._held: dict[int, Chunk] = {}  # chunks that arrived ahead of a gap, by offset
         self._sub: NatsSubscription | None = None
         self._ended = False
+        self._removed = False
+        self._on_close: list[Callable[[], None]] = []
         # The stream sequence the consumer started at (None: the job's first message).
         self.first_sequence: int | None = None
 
@@ -88,8 +94,19 @@ class Follower:
     ) -> None:
         await self.aclose()
 
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once the follower is closed."""
+        self._on_close.append(callback)
+
+    def removed(self) -> None:
+        """The job has been removed: end after what has arrived (no end marker will come)."""
+        self._removed = True
+
     async def aclose(self) -> None:
         self._ended = True
+        callbacks, self._on_close = self._on_close, []
+        for callback in callbacks:
+            callback()
         if self._sub is not None:
             sub, self._sub = self._sub, None
             await sub.unsubscribe()
@@ -104,11 +121,14 @@ class Follower:
                 if chunk.stream & self._streams:
                     return chunk
                 continue
-            if self._ended or self._sub is None:
+            if self._ended or self._removed or self._sub is None:
                 # A gap still open at the end marker cannot be filled (a Lost job's last
                 # unacknowledged bytes): what was stored has been delivered.
                 raise StopAsyncIteration
-            self._accept(await self._sub.next_msg(timeout=None))
+            try:
+                self._accept(await self._sub.next_msg(timeout=_REMOVED_CHECK))
+            except NatsTimeout:
+                continue  # nothing yet: still there?
 
     def _accept(self, msg: Msg) -> None:
         if msg.subject.endswith(".e"):

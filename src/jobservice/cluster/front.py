@@ -5,7 +5,9 @@ It keeps no state of its own that matters: job records come from watching the jo
 the nodes bucket. Starts go to the work queue, stops to the job's agent, output comes from the
 output stream. Any number of fronts serve the same jobs; one that dies loses nothing.
 It also marks the running jobs of a node whose heartbeats stopped as Lost (every front checks;
-the bucket's compare-and-set lets exactly one of them write it).
+the bucket's compare-and-set lets exactly one of them write it), and applies the retention
+rules of a single host to the cluster's finished jobs (`keep_tidy`; the record's removal is a
+compare-and-set too, so one front removes each job however many sweep).
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ import functools
 import json
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from jobservice.cluster import layout
@@ -43,10 +46,19 @@ from jobservice.core.backend import NodeInfo
 from jobservice.core.confine.account import Account
 from jobservice.core.errors import InvalidRequest, JobNotFound, JobNotRunning, JobStillRunning
 from jobservice.core.model import NO_LIMITS, JobInfo, JobLimits, JobState, Limits, Stream
+from jobservice.core.retention import Retention
 
 __all__ = ["ClusterFront"]
 
 log = logging.getLogger("jobservice.cluster.front")
+
+# Bounds of the pause between two retention sweeps (as the single host's janitor): by age at
+# least every tenth of --retain and at most hourly; for quotas and per-user counts, at most once
+# a second after records change (agents update a running job's record about once a second).
+_MIN_SWEEP = 1.0
+_MAX_SWEEP = 3600.0
+# JetStream's error code for a compare-and-set whose expected revision is not the key's last.
+_WRONG_LAST_SEQUENCE = 10071
 
 
 @dataclasses.dataclass
@@ -68,8 +80,10 @@ class ClusterFront:
         start_timeout: float = 10.0,
         stop_grace: float = 5.0,
         limits: Limits | None = None,
+        retention: Retention | None = None,
     ) -> None:
         self._nc = nc
+        self.retention = retention or Retention()
         self._js: JetStreamContext = nc.jetstream()
         self._replicas = replicas
         self.start_timeout = start_timeout
@@ -78,6 +92,7 @@ class ClusterFront:
         self._records: dict[int, JobInfo] = {}
         self._revisions: dict[int, int] = {}
         self._changed = asyncio.Event()  # set and replaced whenever a record changes
+        self._followers: defaultdict[int, set[Follower]] = defaultdict(set)
         self._nodes: dict[str, _Node] = {}
         # Node silence is counted from here: the front's start, or the last time the bucket
         # did not answer.
@@ -248,7 +263,18 @@ class ClusterFront:
             raise InvalidRequest("select stdout, stderr or both")
         if offset < 0:
             raise InvalidRequest("offset must not be negative")
-        return Follower(self._nc, job_id, streams, offset)
+        follower = Follower(self._nc, job_id, streams, offset)
+        # A job removed while followed ends its followers (its output is purged from the stream).
+        self._followers[job_id].add(follower)
+        follower.on_close(functools.partial(self._unfollow, job_id, follower))
+        return follower
+
+    def _unfollow(self, job_id: int, follower: Follower) -> None:
+        followers = self._followers.get(job_id)
+        if followers is not None:
+            followers.discard(follower)
+            if not followers:
+                del self._followers[job_id]
 
     async def wait(self, job_id: int) -> JobInfo:
         """The job's record once it is no longer running (its final record has arrived)."""
@@ -257,21 +283,99 @@ class ClusterFront:
         return info
 
     async def remove(self, job_id: int) -> None:
-        """Delete a finished job's record, then its output (every front's watch forgets it)."""
+        """Delete a finished job's output, then its record (every front's watch forgets it, and
+        the agent that ran it removes its own copy)."""
         info = self.status(job_id)
         if info.is_running:
             raise JobStillRunning(job_id)
-        await retrying("removing a job", functools.partial(self._jobs.delete, str(job_id)))
-        self._forget(job_id)
+        await self._remove(info)
+
+    async def _remove(self, info: JobInfo) -> bool:
+        """Purge the job's output, then delete its record by compare-and-set on the revision
+        this front saw: True if this front removed it, False if another front (or `jobctl rm`)
+        did first. Output first: a front that dies between the two leaves a record that the
+        next sweep removes, never output that no record names."""
+        job_id = info.id
+        revision = self._revisions.get(job_id)  # as this front decided on it
         await retrying(
             "removing a job's output",
             functools.partial(
                 self._js.purge_stream, layout.OUTPUT_STREAM, subject=layout.output_filter(job_id)
             ),
         )
+        if job_id not in self._records:
+            return False  # another front removed it meanwhile (the watch said so)
+        try:
+            await retrying(
+                "removing a job",
+                functools.partial(self._jobs.delete, str(job_id), last=revision),
+            )
+        except APIError as exc:
+            if exc.err_code != _WRONG_LAST_SEQUENCE:
+                raise
+            return False  # changed or removed since this front saw it: the watch will say
+        self._forget(job_id)
+        return True
 
     async def keep_tidy(self) -> None:
-        """Retention (`--retain`) is not applied to a cluster's jobs yet (docs/cluster.md)."""
+        """Apply the single host's retention rules to the cluster's finished jobs until
+        cancelled: `--retain` (age since the end), `--user-quota` (output bytes per user, the
+        oldest finished jobs removed first) and `--max-finished-per-user` (docs/retention.md)."""
+        while True:
+            try:
+                await self.tidy()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the cluster failing over: the next sweep tries again
+                log.warning("applying retention failed: %s", exc)
+            pause = self._pause()
+            if self.retention.owner_quota or self.limits.max_finished_jobs_per_owner:
+                # Also soon after records change: a job that ended, or output that grew.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), max(pause - _MIN_SWEEP, 0))
+                pause = _MIN_SWEEP
+            await asyncio.sleep(pause)
+
+    def _pause(self) -> float:
+        """Until the next job passes its age, within the sweep bounds."""
+        keep_for = self.retention.keep_for
+        cap = _MAX_SWEEP if keep_for is None else keep_for / 10
+        due = self.retention.next_expiry([i for i in self._records.values() if not i.is_running])
+        pause = _MAX_SWEEP if due is None else due - time.time()
+        return min(max(pause, _MIN_SWEEP), max(cap, _MIN_SWEEP))
+
+    async def tidy(self) -> builtins.list[int]:
+        """One sweep: remove every finished job the rules doom; the ids this front removed."""
+        doomed: dict[int, str] = {}
+        now = time.time()
+        for info in self._records.values():
+            if self.retention.expired(info, now):
+                doomed[info.id] = "kept for --retain"
+        by_owner: defaultdict[str, builtins.list[JobInfo]] = defaultdict(builtins.list)
+        for info in self._records.values():
+            by_owner[info.owner].append(info)
+        for owner, infos in by_owner.items():
+            finished = sorted(
+                (i for i in infos if not i.is_running), key=lambda i: (i.ended_at or 0.0, i.id)
+            )
+            limit = self.limits.max_finished_jobs_per_owner
+            if limit and len(finished) > limit:
+                for info in finished[: len(finished) - limit]:
+                    doomed.setdefault(info.id, f"{owner} has over {limit} finished jobs")
+            quota = self.retention.owner_quota
+            excess = sum(i.output_bytes for i in infos) - quota
+            for info in finished:
+                if not quota or excess <= 0:
+                    break
+                doomed.setdefault(info.id, f"{owner} is over the output quota")
+                excess -= info.output_bytes
+        removed = []
+        for job_id, why in sorted(doomed.items()):
+            current = self._records.get(job_id)
+            if current is not None and await self._remove(current):
+                log.info("%s: removed job %d", why, job_id)
+                removed.append(job_id)
+        return removed
 
     # -- nodes
 
@@ -322,6 +426,8 @@ class ClusterFront:
     def _forget(self, job_id: int) -> None:
         self._records.pop(job_id, None)
         self._revisions.pop(job_id, None)
+        for follower in self._followers.pop(job_id, set()):
+            follower.removed()
 
     def _learn(self, info: JobInfo, revision: int) -> None:
         old = self._records.get(info.id)
@@ -337,6 +443,8 @@ class ClusterFront:
     def _on_heartbeat(self, key: str, value: bytes, revision: int) -> None:
         if key.startswith(layout.FRONT_PROBE_PREFIX):
             return  # a front's own probe, not a node
+        if not value:
+            return  # an agent that stopped deleted its key: it shows down after NODE_TTL
         known = self._nodes.get(key)
         if known is None or revision > known.revision:
             self._nodes[key] = _Node(

@@ -138,7 +138,13 @@ def agent(
     except (InvalidRequest, ValueError) as exc:
         raise click.BadParameter(str(exc)) from None
     settings = NatsSettings(servers, ca, cert, key)
-    limits = Limits(max_running_jobs=max_jobs, max_running_jobs_per_owner=max_jobs_per_user)
+    # Finished jobs stay on this host until their record leaves the cluster: the fronts apply
+    # the retention rules (--retain, --user-quota, --max-finished-per-user), once for the cluster.
+    limits = Limits(
+        max_running_jobs=max_jobs,
+        max_running_jobs_per_owner=max_jobs_per_user,
+        max_finished_jobs_per_owner=0,
+    )
     metrics_at = parse_listen(metrics_listen, "--metrics-listen") if metrics_listen else None
     data_dir = data_dir or default_data_dir()
     default_account = _default_account(run_as)

@@ -565,7 +565,11 @@ async def _serve_cluster(config: ServerConfig, cluster: NatsSettings, announce: 
     except ClusterError as exc:
         raise click.ClickException(str(exc)) from None
     front = ClusterFront(
-        nc, replicas=cluster.replicas, stop_grace=config.stop_grace, limits=config.limits
+        nc,
+        replicas=cluster.replicas,
+        stop_grace=config.stop_grace,
+        limits=config.limits,
+        retention=config.retention,
     )
     # The agents confine jobs (or refuse limits they cannot apply), not this host: the front
     # only completes a request's limits with the policy's defaults and checks its maxima.
