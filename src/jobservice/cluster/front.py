@@ -21,7 +21,7 @@ import functools
 import json
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 
 from nats.aio.client import Client
@@ -90,6 +90,11 @@ class ClusterFront:
         self.stop_grace = stop_grace
         self.limits = limits or Limits()
         self._records: dict[int, JobInfo] = {}
+        # Running jobs per owner among the records, and starts in flight through this front
+        # whose record has not arrived: together what `--max-jobs-per-user` is checked against.
+        self._running: Counter[str] = Counter()
+        self._starting: Counter[str] = Counter()
+        self._in_flight: dict[int, str] = {}  # of those, the queued ones: job id -> owner
         self._revisions: dict[int, int] = {}
         self._changed = asyncio.Event()  # set and replaced whenever a record changes
         self._followers: defaultdict[int, set[Follower]] = defaultdict(set)
@@ -141,6 +146,9 @@ class ClusterFront:
         """Queue the start for `node` (or any agent); return the id once an agent started it.
 
         `run_as` travels by name: the agent runs the job as the account of that name on its host.
+        LimitExceeded if `owner` has `max_running_jobs_per_owner` jobs running in the cluster,
+        counting the starts in flight through this front (docs/cluster.md, "Limits": exact per
+        front; across fronts the starts in flight through the others are not yet seen).
         """
         request = StartRequest(
             owner, command, tuple(args), dir, tuple(env), limits, run_as.name if run_as else ""
@@ -155,6 +163,23 @@ class ClusterFront:
             if node not in self._nodes:
                 raise NodeNotFound(node)
         subject = layout.start_subject(node) if node else layout.START_ANY
+        self.limits.check_running(owner, self._running[owner] + self._starting[owner])
+        self._starting[owner] += 1
+        queued: list[int] = []
+        try:
+            return await self._queue(request, subject, node, queued)
+        finally:
+            # Counted as starting until its record is here (then among the running, or ended).
+            if queued:
+                self._arrived(queued[0])
+            else:
+                self._unstart(owner)
+
+    async def _queue(
+        self, request: StartRequest, subject: str, node: str, queued: list[int]
+    ) -> int:
+        """Queue `request` on `subject`; the job's id once an agent has started it. The id is
+        put in `queued` as soon as the queue has given it out."""
         inbox = self._nc.new_inbox()
         replies = await self._nc.subscribe(inbox, max_msgs=1)
         try:
@@ -171,6 +196,10 @@ class ClusterFront:
                     msg_ttl=max(1.0, self.start_timeout),
                 ),
             )
+            queued.append(ack.seq)
+            self._in_flight[ack.seq] = request.owner
+            if ack.seq in self._records:  # the watch was quicker than the ack
+                self._arrived(ack.seq)
             try:
                 reply = await replies.next_msg(timeout=self.start_timeout + 2)
             except NatsTimeout:
@@ -424,16 +453,39 @@ class ClusterFront:
             self._forget(int(key))  # removed (jobctl rm)
 
     def _forget(self, job_id: int) -> None:
-        self._records.pop(job_id, None)
+        self._count(self._records.pop(job_id, None), None)
         self._revisions.pop(job_id, None)
         for follower in self._followers.pop(job_id, set()):
             follower.removed()
 
+    def _unstart(self, owner: str) -> None:
+        self._starting[owner] -= 1
+        if self._starting[owner] <= 0:
+            del self._starting[owner]
+
+    def _arrived(self, job_id: int) -> None:
+        """Job `job_id`'s record is here, or its start has ended without one: it no longer
+        counts as starting (once)."""
+        owner = self._in_flight.pop(job_id, None)
+        if owner is not None:
+            self._unstart(owner)
+
+    def _count(self, old: JobInfo | None, new: JobInfo | None) -> None:
+        """Keep `_running` in step with a record replaced by another (None: absent)."""
+        if old is not None and old.is_running:
+            self._running[old.owner] -= 1
+            if self._running[old.owner] <= 0:
+                del self._running[old.owner]
+        if new is not None and new.is_running:
+            self._running[new.owner] += 1
+
     def _learn(self, info: JobInfo, revision: int) -> None:
         old = self._records.get(info.id)
+        self._arrived(info.id)
         # State only moves forward: a late running record never hides an end already known.
         if old is not None and not old.is_running and info.is_running:
             return
+        self._count(old, info)
         self._records[info.id] = info
         if revision:
             self._revisions[info.id] = revision

@@ -479,11 +479,7 @@ class JobCoordinator:
         return job
 
     def _check_capacity(self, owner: str) -> None:
-        per_owner, total = self.limits.max_running_jobs_per_owner, self.limits.max_running_jobs
-        if per_owner and self._running[owner] >= per_owner:
-            raise LimitExceeded(f"{owner} already has {per_owner} running jobs (the limit)")
-        if total and sum(self._running.values()) >= total:
-            raise LimitExceeded(f"{total} jobs are already running (the limit)")
+        self.limits.check_running(owner, self._running[owner], sum(self._running.values()))
 
 
 # Below these a limit cannot work as meant: the CFS quota's floor is 1 ms per 100 ms period, and

@@ -7,6 +7,8 @@ import os
 import signal
 from dataclasses import dataclass
 
+from jobservice.core.errors import LimitExceeded
+
 __all__ = [
     "NO_LIMITS",
     "Chunk",
@@ -174,3 +176,12 @@ class Limits:
     # Finished jobs kept per owner; past it the oldest is removed, record and log, as retention
     # removes jobs. 0 means no limit.
     max_finished_jobs_per_owner: int = 10_000
+
+    def check_running(self, owner: str, owned: int, total: int | None = None) -> None:
+        """LimitExceeded if `owner`, who has `owned` running jobs (of `total`, when the caller
+        counts them all), may not start one more."""
+        per_owner = self.max_running_jobs_per_owner
+        if per_owner and owned >= per_owner:
+            raise LimitExceeded(f"{owner} already has {per_owner} running jobs (the limit)")
+        if total is not None and self.max_running_jobs and total >= self.max_running_jobs:
+            raise LimitExceeded(f"{self.max_running_jobs} jobs are already running (the limit)")

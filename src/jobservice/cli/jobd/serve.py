@@ -163,7 +163,8 @@ def nats_options(*, required: bool) -> Callable[[F], F]:
     default=_LIMITS.max_running_jobs_per_owner,
     show_default=True,
     type=click.IntRange(min=0),
-    help="Running jobs one user may have at once (0: no limit).",
+    help="Running jobs one user may have at once (0: no limit); with --nats, across the "
+    "cluster (docs/cluster.md, 'Limits').",
 )
 @click.option(
     "--max-jobs",
