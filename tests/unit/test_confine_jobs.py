@@ -87,7 +87,7 @@ async def test_the_job_runs_in_its_group_from_its_first_instruction(
 async def test_environment_directory_and_argv0_are_the_jobs_own(
     confined: JobCoordinator, tmp_path: Path
 ) -> None:
-    # The trampoline must not change what the job sees: not its environment (names a shell
+    # The spawner must not change what the job sees: not its environment (names a shell
     # would drop included), not its directory, not its argv[0].
     job = await confined.start("a", "env", env=["A-B=1", "X=y=z", "EMPTY="])
     assert joined(await collect(confined, job)) == b"A-B=1\nX=y=z\nEMPTY=\n"

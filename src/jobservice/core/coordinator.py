@@ -17,9 +17,8 @@ from pathlib import Path
 from jobservice.core.confine.account import Account
 from jobservice.core.confine.base import Confinement, JobCgroup
 from jobservice.core.confine.none import Unconfined
-from jobservice.core.confine.trampoline import Trampoline, find_perl
+from jobservice.core.confine.spawner import Spawner, SpawnerGone
 from jobservice.core.errors import (
-    ConfinementUnavailable,
     CoordinatorClosed,
     InvalidRequest,
     JobNotFound,
@@ -30,12 +29,12 @@ from jobservice.core.errors import (
 )
 from jobservice.core.ids import MAX_JOB_ID, first_free_id
 from jobservice.core.janitor import Janitor
-from jobservice.core.job import FinishedJob, Job
+from jobservice.core.job import FinishedJob, Job, close_in_thread
 from jobservice.core.journal import Journal
-from jobservice.core.model import NO_LIMITS, JobInfo, JobLimits, JobState, Limits, Stream
+from jobservice.core.model import NO_LIMITS, JobInfo, JobLimits, JobState, Limits, Stream, Usage
 from jobservice.core.observer import JobObserver
 from jobservice.core.output_log import MAGIC, OutputLog, scan_log
-from jobservice.core.process import spawn
+from jobservice.core.process import ProcessGroup, abandon, spawn, spawn_confined
 from jobservice.core.recovery import CgroupKiller, kill_leftovers, leader_of
 from jobservice.core.retention import Retention
 from jobservice.core.spec import JobSpec, make_spec
@@ -94,12 +93,9 @@ class JobCoordinator:
         self.limits = limits or Limits()
         self._observer = observer
         self.confinement = confinement or Unconfined("no confinement configured")
-        # Also unconfined: only the trampoline enters a job's directory as its run-as account.
-        perl = find_perl()
-        self._trampoline = Trampoline(perl) if perl is not None else None
+        # Starts every job in a cgroup or as another account (started on first use).
+        self.spawner = Spawner()
         if self.confinement.confined:
-            if perl is None:
-                raise ConfinementUnavailable("perl, which places jobs in cgroups, is missing")
             cgroup_killer = cgroup_killer or self.confinement.kill_job
         self._timeouts: set[asyncio.Task[None]] = set()
         self.stop_grace = stop_grace
@@ -252,11 +248,13 @@ class JobCoordinator:
         try:
             if self._closed:
                 raise CoordinatorClosed()
-            process = spawn(spec, cgroup, run_as, self._trampoline)
+            process = await self._start_process(job_id, spec, cgroup, run_as)
         except BaseException:
             _discard(output)
             if cgroup is not None:
-                cgroup.remove()
+                # Busy only when a cancelled start's process is in it: then `_abandon` removes it.
+                with contextlib.suppress(OSError):
+                    cgroup.remove()
             raise
         self._janitor.usage.add(owner, output.size)
         before_end = self._record_end if self._journal is not None else None
@@ -270,7 +268,44 @@ class JobCoordinator:
             before_end=before_end,
             limits=limits,
             run_as=name,
+            close_cgroup=self._close_cgroup,
         )
+
+    async def _start_process(
+        self, job_id: int, spec: JobSpec, cgroup: JobCgroup | None, run_as: Account | None
+    ) -> ProcessGroup:
+        """Fork it ourselves when it runs as us, unconfined; else through the spawner."""
+        if run_as is not None and run_as.is_current():
+            run_as = None
+        if cgroup is None and run_as is None:
+            return spawn(spec)
+        starting = asyncio.ensure_future(spawn_confined(self.spawner, spec, cgroup, run_as))
+        try:
+            return await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            # The start goes on in the spawner; nobody will watch what it starts: kill it.
+            starting.add_done_callback(functools.partial(self._abandon, job_id))
+            raise
+
+    def _abandon(self, job_id: int, starting: asyncio.Future[ProcessGroup]) -> None:
+        """Kill and reap a job whose start was cancelled, then remove its cgroup (in a thread)."""
+        if starting.cancelled() or starting.exception() is not None:
+            return
+
+        def abandoned() -> None:
+            abandon(starting.result())
+            self.confinement.kill_job(job_id)
+
+        asyncio.get_running_loop().run_in_executor(None, abandoned)
+
+    async def _close_cgroup(self, cgroup: JobCgroup) -> tuple[Usage, bool]:
+        """Read an ended job's usage and rmdir its groups, in the spawner (off the event loop,
+        and no thread of ours waits in the kernel)."""
+        try:
+            contents = await self.spawner.finish(cgroup.usage_files, cgroup.dirs)
+        except SpawnerGone:  # closed, or died: the thread way still works
+            return await close_in_thread(cgroup)
+        return cgroup.usage_from(contents)
 
     async def stop(self, job_id: int) -> JobInfo:
         """SIGTERM the job's process group, SIGKILL it after the grace period; return when done."""
@@ -368,6 +403,7 @@ class JobCoordinator:
         await self._janitor.close()
         if self._journal is not None:
             await self._journal.close()
+        self.spawner.close()
         self.confinement.close()
 
     def _restore(self, store: JobStore, cgroup_killer: CgroupKiller | None) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from jobservice.core.confine.base import JobCgroup
@@ -32,6 +32,20 @@ log = logging.getLogger("jobservice.core")
 # Called with a job's final record once it is over; the job shows as ended only once the future
 # it returns is done (the coordinator makes the record durable meanwhile), however it ends.
 BeforeEnd = Callable[[JobInfo], "asyncio.Future[None]"]
+# Reads an ended job's usage from its (empty) cgroup, then removes the cgroup, without blocking
+# the event loop; OSError if it cannot be removed (the usage is then read again here).
+CgroupCloser = Callable[[JobCgroup], Awaitable[tuple[Usage, bool]]]
+
+
+async def close_in_thread(cgroup: JobCgroup) -> tuple[Usage, bool]:
+    """The CgroupCloser that needs no spawner: in a thread of ours."""
+
+    def close() -> tuple[Usage, bool]:
+        usage = cgroup.read_usage()
+        cgroup.remove()
+        return usage
+
+    return await asyncio.to_thread(close)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +83,7 @@ class Job:
         before_end: BeforeEnd | None = None,
         limits: JobLimits = NO_LIMITS,
         run_as: str = "",
+        close_cgroup: CgroupCloser = close_in_thread,
     ) -> None:
         self.id = job_id
         self.owner = owner
@@ -93,6 +108,7 @@ class Job:
         self._survivors: set[int] = set()  # pidfds of group members dying after the leader
         self._drain_timer: asyncio.TimerHandle | None = None
         self._before_end = before_end
+        self._close_cgroup = close_cgroup
         self._ending: asyncio.Future[None] | None = None
         self._gave_up = False
         for fd, stream in self._pipes.items():
@@ -156,8 +172,7 @@ class Job:
             self._loop.add_reader(pidfd, self._on_survivor_exit, pidfd)
 
     def _populated(self) -> bool:
-        cgroup = self.process.cgroup
-        return cgroup is not None and cgroup.populated()
+        return self.process.populated()
 
     def _on_survivor_exit(self, pidfd: int) -> None:
         self._loop.remove_reader(pidfd)
@@ -208,8 +223,6 @@ class Job:
         if self._drain_timer is not None:
             self._drain_timer.cancel()
         cgroup = self.process.cgroup
-        if cgroup is not None:
-            self.usage, self.oom_killed = cgroup.usage(), cgroup.oom_killed()
         if self.stdin is not None:
             self.stdin.close()
         self.output.close()
@@ -225,13 +238,14 @@ class Job:
         self._ending.add_done_callback(lambda _: self._end())
 
     async def _wind_up(self, cgroup: JobCgroup | None) -> None:
-        """Remove the (empty) cgroup, in a thread: rmdir waits in the kernel for up to a
-        millisecond; then let the coordinator record the end."""
+        """Read the usage from the (empty) cgroup and remove it, off the event loop (rmdir waits
+        in the kernel for up to a millisecond); then let the coordinator record the end."""
         if cgroup is not None:
             try:
-                await asyncio.to_thread(cgroup.remove)
+                self.usage, self.oom_killed = await self._close_cgroup(cgroup)
             except OSError as e:  # a process stuck in the kernel: found again at the next start
                 log.warning("job %d: cannot remove its cgroup %s: %s", self.id, cgroup.path, e)
+                self.usage, self.oom_killed = cgroup.read_usage()
         if self._before_end is not None:
             await self._before_end(self._snapshot(JobState.EXITED))
 

@@ -3,8 +3,9 @@
 Every job is the leader of its own session and process group. The leader is reaped only by
 `ProcessGroup.reap`, and the group is signalled only before that, while the leader (alive or a
 zombie) still holds the group id, so a signal can never reach a recycled group. A confined job
-also has a cgroup, entered by the trampoline before its own code runs: then signals and the
-final kill go to every process in the cgroup, however it detached from the group.
+also has a cgroup, entered before its own code runs (the spawner's child enters it between
+clone and exec): then signals and the final kill go to every process in the cgroup, however it
+detached from the group.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 
 from jobservice.core.confine.account import Account
 from jobservice.core.confine.base import JobCgroup
-from jobservice.core.confine.trampoline import Trampoline, env_memfd
+from jobservice.core.confine.spawner import Spawner, SpawnOrder, SpawnRefused
 from jobservice.core.errors import (
     CommandNotExecutable,
     CommandNotFound,
@@ -30,7 +31,7 @@ from jobservice.core.errors import (
 from jobservice.core.model import ExitStatus
 from jobservice.core.spec import JobSpec
 
-__all__ = ["ProcessGroup", "group_members", "live_processes", "spawn"]
+__all__ = ["ProcessGroup", "group_members", "live_processes", "spawn", "spawn_confined"]
 
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 # A larger pipe lets a chatty job run ahead between our reads instead of blocking on a full pipe.
@@ -45,16 +46,16 @@ class ProcessGroup:
     pidfd: int
     stdout_fd: int
     stderr_fd: int
-    _popen: subprocess.Popen[bytes] = field(repr=False)
+    _popen: subprocess.Popen[bytes] | None = field(repr=False)  # None: started by the spawner
     cgroup: JobCgroup | None = None
     reaped: bool = False
     stdin_fd: int | None = None  # the write end of the job's stdin pipe, if it has one
+    _emptied: bool = False  # its cgroup was seen empty after the leader's end: it stays so
 
     def signal(self, sig: int) -> None:
         """Send `sig` to every process of the job: its group while it has one, and its cgroup.
 
-        The group too, because a job just started may still be in the trampoline, not yet in
-        its cgroup (and then alone in its group).
+        The group too: it is all there is of an unconfined job, and costs nothing otherwise.
         """
         if not self.reaped:
             with contextlib.suppress(ProcessLookupError):
@@ -78,16 +79,34 @@ class ProcessGroup:
         The leader has exited when this is called (its pidfd became readable). Processes it left
         behind in its group die with it, so a job's pipes reach end-of-file and nothing outlives it.
         """
-        self.kill()
+        if self.cgroup is None:
+            self.kill()
+        else:  # the leader has exited: it no longer counts in the group, zombie or not
+            self._emptied = not self.cgroup.populated()
+            if not self._emptied:  # writing cgroup.kill waits in the kernel (~0.3 ms here)
+                self.kill()
         try:
             _, status = os.waitpid(self.pid, 0)
             result = ExitStatus.from_wait_status(status)
         except ChildProcessError:  # reaped by someone else: the status is lost
             result = ExitStatus(code=255)
         self.reaped = True
-        self._popen.returncode = result.shell_code  # tell subprocess it need not reap it
+        if self._popen is not None:
+            self._popen.returncode = result.shell_code  # tell subprocess it need not reap it
         os.close(self.pidfd)
         return result
+
+    def populated(self) -> bool:
+        """Whether a process of the job's cgroup lives (False without a cgroup).
+
+        Once the leader has exited and the group has been seen empty, nothing can join it (only
+        a process inside could fork into it), so the answer is kept: no more reads.
+        """
+        if self.cgroup is None or self._emptied:
+            return False
+        populated = self.cgroup.populated()
+        self._emptied = self.reaped and not populated
+        return populated
 
     def survivors(self) -> list[int]:
         """Pidfds of processes still in the group after `reap` (SIGKILLed, not yet dead).
@@ -98,7 +117,7 @@ class ProcessGroup:
         they are its processes (SIGKILLed by `reap` however they detached).
         """
         if self.cgroup is not None:
-            return _pidfds(self.cgroup.pids())
+            return _pidfds(self.cgroup.pids()) if self.populated() else []
         try:
             os.killpg(self.pid, 0)
         except ProcessLookupError:
@@ -109,6 +128,10 @@ class ProcessGroup:
 
     def close_pipe(self, fd: int) -> None:
         """Close one of the output pipes (after end-of-file, or when giving up on it)."""
+        if self._popen is None:
+            if fd in (self.stdout_fd, self.stderr_fd):
+                os.close(fd)
+            return
         for f in (self._popen.stdout, self._popen.stderr):
             if f is not None and not f.closed and f.fileno() == fd:
                 f.close()
@@ -141,81 +164,103 @@ def live_processes() -> Iterator[tuple[int, int]]:
             yield int(name), int(fields[2])
 
 
-def spawn(
-    spec: JobSpec,
-    cgroup: JobCgroup | None = None,
-    account: Account | None = None,
-    trampoline: Trampoline | None = None,
-) -> ProcessGroup:
-    """Start `spec` in a new session and process group, output to pipes.
+def spawn(spec: JobSpec) -> ProcessGroup:
+    """Start `spec` as jobd's own account, unconfined, in a new session and process group.
 
     Its stdin is /dev/null, or a pipe (`stdin_fd`, ours to own) when `spec.stdin` asks for one.
-
-    With a cgroup or another account, through the trampoline, which enters the cgroup and
-    switches to `account` before it enters the job's directory (Python's own switch would
-    enter it as us, then switch: a job could then start in a directory its account may not
-    reach). SpawnFailed if another account is asked for and there is no trampoline.
     """
-    if account is not None and account.is_current():
-        account = None
     try:
-        if cgroup is not None or account is not None:
-            if trampoline is None:
-                raise SpawnFailed("perl, which starts a job as another account, is missing")
-            popen = _spawn_through(trampoline, spec, cgroup, account)
-        else:
-            popen = _popen(
-                [spec.command, *spec.args], spec.executable, spec.dir, spec.env, stdin=spec.stdin
-            )
+        popen = _popen([spec.command, *spec.args], spec.executable, spec.dir, spec.env, spec.stdin)
     except OSError as e:
         raise _spawn_error(spec, e) from None
     assert popen.stdout is not None
     assert popen.stderr is not None
-    try:
-        pidfd = os.pidfd_open(popen.pid)
-    except OSError as e:  # pragma: no cover - kernels older than 5.3
-        popen.kill()
-        popen.wait()
-        raise SpawnFailed(f"cannot watch the process: {e.strerror}") from None
-    fds = (popen.stdout.fileno(), popen.stderr.fileno())
-    for fd in fds:
-        os.set_blocking(fd, False)
-        with contextlib.suppress(OSError):  # only an optimisation; the default size still works
-            fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
     stdin_fd = None
     if popen.stdin is not None:  # owned by the caller from here on (StdinPipe closes it)
         stdin_fd = os.dup(popen.stdin.fileno())
         popen.stdin.close()
-    return ProcessGroup(popen.pid, pidfd, fds[0], fds[1], popen, cgroup, stdin_fd=stdin_fd)
-
-
-def _spawn_through(
-    trampoline: Trampoline, spec: JobSpec, cgroup: JobCgroup | None, account: Account | None
-) -> subprocess.Popen[bytes]:
-    env_fd = env_memfd(spec.env)
     try:
-        argv = trampoline.argv(
-            env_fd=env_fd,
-            account=account,
-            directory=spec.dir,
-            executable=spec.executable,
-            procs_files=cgroup.procs_files if cgroup is not None else (),
-            argv=[spec.command, *spec.args],
-        )
-        # Its own cwd is "/": the trampoline enters the job's directory as the job's account.
-        return _popen(argv, trampoline.perl, "/", {}, pass_fds=(env_fd,), stdin=spec.stdin)
-    finally:
-        os.close(env_fd)
+        return _watched(popen.pid, popen.stdout.fileno(), popen.stderr.fileno(), stdin_fd, popen)
+    except OSError:
+        popen.kill()
+        popen.wait()
+        raise
+
+
+async def spawn_confined(
+    spawner: Spawner, spec: JobSpec, cgroup: JobCgroup | None, account: Account | None
+) -> ProcessGroup:
+    """Start `spec` through the spawner: in `cgroup` and as `account` before any of its code.
+
+    As `spawn` otherwise (its own session, output to pipes). Not cancellable half-way: a caller
+    that may be cancelled shields it and disposes of the group it did not take (`abandon`).
+    """
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    in_r, in_w = os.pipe2(os.O_CLOEXEC) if spec.stdin else (spawner.devnull, -1)
+    order = SpawnOrder(
+        executable=spec.executable,
+        argv=[spec.command, *spec.args],
+        directory=spec.dir,
+        env=spec.env,
+        account=account,
+        procs_files=cgroup.procs_files if cgroup is not None else (),
+        stdin=in_r,
+        stdout=out_w,
+        stderr=err_w,
+    )
+    try:
+        pid = await spawner.spawn(order)
+    except SpawnRefused as e:
+        for fd in (out_r, err_r, in_w):
+            _close(fd)
+        raise _refusal(spec, e) from None
+    except BaseException:
+        for fd in (out_r, err_r, in_w):
+            _close(fd)
+        raise
+    finally:  # the job (or the spawner) has its own copies of these
+        for fd in (out_w, err_w) + ((in_r,) if spec.stdin else ()):
+            os.close(fd)
+    group = _watched(pid, out_r, err_r, in_w if spec.stdin else None, None)
+    group.cgroup = cgroup
+    return group
+
+
+def abandon(group: ProcessGroup) -> None:
+    """Kill and reap a job nobody will watch (its start was cancelled); blocks briefly."""
+    group.kill()
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(group.pid, 0)
+    group.reaped = True
+    for fd in (group.stdout_fd, group.stderr_fd, group.stdin_fd, group.pidfd):
+        if fd is not None:
+            _close(fd)
+
+
+def _watched(
+    pid: int, stdout: int, stderr: int, stdin: int | None, popen: subprocess.Popen[bytes] | None
+) -> ProcessGroup:
+    """The group of a just-started leader, with a pidfd to watch it and its pipes made ready."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError as e:  # pragma: no cover - kernels older than 5.3
+        raise SpawnFailed(f"cannot watch the process: {e.strerror}") from None
+    for fd in (stdout, stderr):
+        os.set_blocking(fd, False)
+        with contextlib.suppress(OSError):  # only an optimisation; the default size still works
+            fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
+    return ProcessGroup(pid, pidfd, stdout, stderr, popen, stdin_fd=stdin)
+
+
+def _close(fd: int) -> None:
+    if fd >= 0:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _popen(
-    argv: list[str],
-    executable: str,
-    cwd: str,
-    env: dict[str, str],
-    *,
-    pass_fds: tuple[int, ...] = (),
-    stdin: bool = False,
+    argv: list[str], executable: str, cwd: str, env: dict[str, str], stdin: bool
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         argv,
@@ -228,8 +273,18 @@ def _popen(
         start_new_session=True,
         close_fds=True,
         restore_signals=True,
-        pass_fds=pass_fds,
     )
+
+
+def _refusal(spec: JobSpec, e: SpawnRefused) -> Exception:
+    """The library's error for a job the spawner could not start (the same as from `spawn`)."""
+    if e.stage in ("dir", "exec"):
+        return _spawn_error(spec, e)
+    what = {
+        "cgroup": "cannot enter the job's cgroup",
+        "account": "cannot switch to the job's account",
+    }.get(e.stage, f"cannot start {spec.command} ({e.stage})")
+    return SpawnFailed(f"{what}: {e.strerror}")
 
 
 def _spawn_error(spec: JobSpec, e: OSError) -> Exception:

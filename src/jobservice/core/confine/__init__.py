@@ -1,9 +1,9 @@
 """Confinement: each job in its own cgroup, inside its limits, as its own Unix account.
 
 `detect` picks the layout at start (pure v2, hybrid v2 + v1, or none); process.py places each
-job in its groups through the exec trampoline, and job.py ends a job only when its group is
-empty. `Confinement.find`/`kill_job`/`job_ids` let a restarted server deal with what a dead one
-left (groups are named `job-ID` under a root named after the data directory).
+job in its groups through the spawner (spawner.py, spawnd.py), and job.py ends a job only when
+its group is empty. `Confinement.find`/`kill_job`/`job_ids` let a restarted server deal with
+what a dead one left (groups are named `job-ID` under a root named after the data directory).
 """
 
 from __future__ import annotations

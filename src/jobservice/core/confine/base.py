@@ -6,9 +6,10 @@ import contextlib
 import os
 import select
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 
-from jobservice.core.confine.cgroupfs import procs
+from jobservice.core.confine.cgroupfs import procs, read_bytes, remove_dir
 from jobservice.core.model import JobLimits, Usage
 
 __all__ = ["Confinement", "JobCgroup", "job_dir_name", "job_id_of", "job_ids_under"]
@@ -64,17 +65,37 @@ class JobCgroup(ABC):
     def populated(self) -> bool:
         """Whether any process of the job is still alive."""
 
+    @property
     @abstractmethod
+    def usage_files(self) -> tuple[Path, ...]:
+        """The files `usage_from` reads: CPU time, peak memory, OOM kills."""
+
+    @abstractmethod
+    def usage_from(self, contents: Sequence[bytes]) -> tuple[Usage, bool]:
+        """CPU time and peak memory, and whether the kernel's OOM killer killed a process of
+        the job, from the contents of `usage_files` (empty for a missing file)."""
+
     def usage(self) -> Usage:
         """CPU time and peak memory so far (read before `remove`)."""
+        return self.read_usage()[0]
 
-    @abstractmethod
     def oom_killed(self) -> bool:
         """Whether the kernel's OOM killer killed a process of the job."""
+        return self.read_usage()[1]
 
+    def read_usage(self) -> tuple[Usage, bool]:
+        """`usage_from` the files as they are now."""
+        return self.usage_from([read_bytes(path) for path in self.usage_files])
+
+    @property
     @abstractmethod
+    def dirs(self) -> tuple[Path, ...]:
+        """The group's directory in each hierarchy, in the order `remove` removes them."""
+
     def remove(self) -> None:
         """Remove the (empty) group from every hierarchy."""
+        for path in self.dirs:
+            remove_dir(path)
 
 
 class Confinement(ABC):

@@ -12,7 +12,10 @@ __all__ = [
     "Mount",
     "cgroup_mounts",
     "own_cgroups",
+    "parse_int",
+    "parse_keyed",
     "procs",
+    "read_bytes",
     "read_int",
     "read_keyed",
     "remove_dir",
@@ -68,22 +71,40 @@ def write(path: Path, text: str) -> None:
         os.close(fd)
 
 
+def read_bytes(path: Path) -> bytes:
+    """A small cgroup file's contents; empty when it does not exist (older kernels, or gone)."""
+    try:
+        with open(path, "rb", buffering=0) as f:
+            return f.read(4096)
+    except FileNotFoundError:
+        return b""
+
+
 def read_keyed(path: Path) -> dict[str, int]:
     """A flat keyed file (`key value` lines: cgroup.events, cpu.stat, memory.events)."""
+    return parse_keyed(read_bytes(path))
+
+
+def parse_keyed(contents: bytes) -> dict[str, int]:
+    """The `key value` lines of a flat keyed file's contents."""
     values = {}
-    with contextlib.suppress(FileNotFoundError), open(path, encoding="ascii") as f:
-        for line in f:
-            key, _, value = line.partition(" ")
-            with contextlib.suppress(ValueError):
-                values[key] = int(value)
+    for line in contents.decode("ascii", "replace").splitlines():
+        key, _, value = line.partition(" ")
+        with contextlib.suppress(ValueError):
+            values[key] = int(value)
     return values
 
 
 def read_int(path: Path) -> int | None:
     """A file holding one number, or None when it does not exist (older kernels)."""
+    return parse_int(read_bytes(path))
+
+
+def parse_int(contents: bytes) -> int | None:
+    """The number a file's contents start with, or None (a missing file reads empty)."""
     try:
-        return int(path.read_text(encoding="ascii").split()[0])
-    except (FileNotFoundError, IndexError, ValueError):
+        return int(contents.split()[0])
+    except (IndexError, ValueError):
         return None
 
 

@@ -11,7 +11,6 @@ from jobservice.core.confine.base import Confinement
 from jobservice.core.confine.cgroupfs import Mount, cgroup_mounts, own_cgroups
 from jobservice.core.confine.hybrid import V1_CONTROLLERS, HybridConfinement
 from jobservice.core.confine.none import Unconfined
-from jobservice.core.confine.trampoline import find_perl
 from jobservice.core.confine.v2 import CONTROLLERS, V2Confinement
 from jobservice.core.errors import ConfinementUnavailable
 
@@ -51,8 +50,6 @@ def detect(
 
 
 def _cgroups(name: str, cgroup_root: Path | None) -> Confinement:
-    if find_perl() is None:
-        raise ConfinementUnavailable("perl, which places each job in its cgroup, is not installed")
     mounts = cgroup_mounts()
     v2 = next((m for m in mounts if m.version == 2), None)
     if v2 is None:

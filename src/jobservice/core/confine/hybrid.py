@@ -3,16 +3,18 @@
 systemd's hybrid layout mounts the v2 hierarchy (`unified`) with no controllers: it still
 gives each job a group whose `cgroup.procs`, `cgroup.events` and `cgroup.kill` work, and its
 `cpu.stat`. The limits go to the v1 hierarchies, where the job gets a group of the same name
-under jobd's own group in each (jobd's memory group may be nested; /proc/self/cgroup says).
+under jobd's own group (jobd's memory group may be nested; /proc/self/cgroup says): in memory
+always, in cpu and pids only when it has such a limit.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from jobservice.core.confine.base import Confinement, job_dir_name, job_ids_under
-from jobservice.core.confine.cgroupfs import read_int, read_keyed, remove_dir, write
+from jobservice.core.confine.cgroupfs import parse_int, parse_keyed, remove_dir, write
 from jobservice.core.confine.v2 import CPU_PERIOD_US, V2Job
 from jobservice.core.model import JobLimits, Usage
 
@@ -32,18 +34,24 @@ class HybridJob(V2Job):
     def procs_files(self) -> tuple[Path, ...]:
         return (self.path / "cgroup.procs", *(d / "cgroup.procs" for d in self.v1.values()))
 
-    def usage(self) -> Usage:
-        cpu = read_keyed(self.path / "cpu.stat").get("usage_usec", 0) / 1e6
-        peak = read_int(self.v1["memory"] / "memory.max_usage_in_bytes")
-        return Usage(cpu_seconds=cpu, peak_memory=peak)
+    @property
+    def usage_files(self) -> tuple[Path, ...]:
+        memory = self.v1["memory"]
+        return (
+            self.path / "cpu.stat",
+            memory / "memory.max_usage_in_bytes",
+            memory / "memory.oom_control",
+        )
 
-    def oom_killed(self) -> bool:
-        return read_keyed(self.v1["memory"] / "memory.oom_control").get("oom_kill", 0) > 0
+    def usage_from(self, contents: Sequence[bytes]) -> tuple[Usage, bool]:
+        cpu_stat, peak, oom_control = contents
+        cpu = parse_keyed(cpu_stat).get("usage_usec", 0) / 1e6
+        oom = parse_keyed(oom_control).get("oom_kill", 0) > 0
+        return Usage(cpu_seconds=cpu, peak_memory=parse_int(peak)), oom
 
-    def remove(self) -> None:
-        super().remove()
-        for path in self.v1.values():
-            remove_dir(path)
+    @property
+    def dirs(self) -> tuple[Path, ...]:
+        return (self.path, *self.v1.values())
 
 
 def write_v1_limits(dirs: dict[str, Path], limits: JobLimits) -> None:
@@ -77,8 +85,10 @@ class HybridConfinement(Confinement):
             path.mkdir(exist_ok=True)
 
     def create(self, job_id: int, limits: JobLimits) -> HybridJob:
-        name = job_dir_name(job_id)
-        job = self._job(name)
+        # memory always (peak usage, OOM kills); cpu and pids only for a limit: each group is a
+        # mkdir and an rmdir per job, and the v2 group already counts the job's CPU time.
+        wanted = {"memory", *(c for c in ("cpu", "pids") if getattr(limits, c) is not None)}
+        job = self._job(job_dir_name(job_id), wanted)
         self.make_job_dir(job_id, job.path)
         try:
             for path in job.v1.values():
@@ -101,5 +111,6 @@ class HybridConfinement(Confinement):
     def job_ids(self) -> list[int]:
         return job_ids_under(self.base)
 
-    def _job(self, name: str) -> HybridJob:
-        return HybridJob(self.base / name, {c: p / name for c, p in self.v1_bases.items()})
+    def _job(self, name: str, controllers: Collection[str] = V1_CONTROLLERS) -> HybridJob:
+        v1 = {c: p / name for c, p in self.v1_bases.items() if c in controllers}
+        return HybridJob(self.base / name, v1)

@@ -10,10 +10,18 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 
 from jobservice.core.confine.base import Confinement, JobCgroup, job_dir_name, job_ids_under
-from jobservice.core.confine.cgroupfs import own_cgroups, read_int, read_keyed, remove_dir, write
+from jobservice.core.confine.cgroupfs import (
+    own_cgroups,
+    parse_int,
+    parse_keyed,
+    read_keyed,
+    remove_dir,
+    write,
+)
 from jobservice.core.model import JobLimits, Usage
 
 __all__ = ["CONTROLLERS", "CPU_PERIOD_US", "V2Confinement", "V2Job", "write_v2_limits"]
@@ -52,15 +60,19 @@ class V2Job(JobCgroup):
     def populated(self) -> bool:
         return read_keyed(self.path / "cgroup.events").get("populated", 0) != 0
 
-    def usage(self) -> Usage:
-        cpu = read_keyed(self.path / "cpu.stat").get("usage_usec", 0) / 1e6
-        return Usage(cpu_seconds=cpu, peak_memory=read_int(self.path / "memory.peak"))
+    @property
+    def usage_files(self) -> tuple[Path, ...]:
+        return (self.path / "cpu.stat", self.path / "memory.peak", self.path / "memory.events")
 
-    def oom_killed(self) -> bool:
-        return read_keyed(self.path / "memory.events").get("oom_kill", 0) > 0
+    def usage_from(self, contents: Sequence[bytes]) -> tuple[Usage, bool]:
+        cpu_stat, peak, events = contents
+        cpu = parse_keyed(cpu_stat).get("usage_usec", 0) / 1e6
+        oom = parse_keyed(events).get("oom_kill", 0) > 0
+        return Usage(cpu_seconds=cpu, peak_memory=parse_int(peak)), oom
 
-    def remove(self) -> None:
-        remove_dir(self.path)
+    @property
+    def dirs(self) -> tuple[Path, ...]:
+        return (self.path,)
 
 
 def write_v2_limits(path: Path, limits: JobLimits) -> None:

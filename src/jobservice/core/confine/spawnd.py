@@ -1,0 +1,248 @@
+"""The spawner: a small process of jobd's that starts confined jobs. Standard library only.
+
+jobd runs this file as `python -I -S spawnd.py FD`, FD being its end of a SOCK_SEQPACKET
+socketpair, and talks to it with `spawner.Spawner`. Requests, each answered in the order asked:
+
+- `S` + REQUEST, with the job's stdin, stdout and stderr as descriptors (or `M` with a memfd
+  holding REQUEST before them, for a request too large for one message): start a job. Answer
+  `P PID` once it has exec'd, or `E STAGE ERRNO PID` when its first process failed before
+  exec (that process has exited with status 127; jobd reaps it).
+- `F` + N + FILES... + DIRS... (NUL-terminated): once a job has ended, read its N usage files
+  then remove its cgroup directories. Answer `F ERRNO` (0, or the first rmdir's failure), then
+  each file's contents (empty if missing), NUL-terminated.
+
+Why a process of its own: the job's first process must enter its cgroups and switch account
+before it runs any code of the job's. Python can do that in a child only if the parent is
+single-threaded (jobd is not), and an exec'd helper (a Perl trampoline, until this) costs a
+whole interpreter start per job. Here the child is a copy of this small process, cloned with
+CLONE_PARENT so that it is jobd's child, not ours: jobd watches, signals and reaps it exactly
+as a job it forked itself. In the child, before exec: write "0" into each cgroup.procs (enter
+the cgroup), setsid, setgroups([gid]) + setresgid + setresuid, chdir (as the job's account, so a
+directory the account may not enter is refused), the job's fds on 0-2, execve. Every other fd
+here is close-on-exec.
+
+REQUEST: NUL-terminated fields
+    UID GID DIR EXECUTABLE NPROCS PROCS... NARGV ARGV... ENV...
+UID and GID are empty to keep this process's own; ENV runs to the end (NAME=VALUE each).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import os
+import signal
+import socket
+import sys
+
+__all__ = ["main"]
+
+_MAX_MESSAGE = 1 << 16  # jobd sends larger requests in a memfd
+_CLONE_PARENT = 0x00008000
+_SYS_CLONE3 = 435  # the same on every architecture (added in Linux 5.3)
+# The old clone(2), for where clone3 is filtered out (seccomp profiles that answer ENOSYS). With
+# every argument but the flags zero their order (which differs between architectures) is moot.
+_SYS_CLONE = {"x86_64": 56, "aarch64": 220, "riscv64": 220, "s390x": 120, "ppc64le": 120}
+_ENOSYS = 38
+
+
+class _CloneArgs(ctypes.Structure):
+    # struct clone_args (linux/sched.h), CLONE_ARGS_SIZE_VER0: the fields up to tls.
+    _fields_ = [
+        (name, ctypes.c_uint64)
+        for name in (
+            "flags",
+            "pidfd",
+            "child_tid",
+            "parent_tid",
+            "exit_signal",  # 0: with CLONE_PARENT the child's exit signal is ours (SIGCHLD)
+            "stack",  # 0: the child runs on a copy of our stack, as after fork
+            "stack_size",
+            "tls",
+        )
+    ]
+
+
+class Cloner:
+    """fork(), except that the child's parent is our parent (jobd): clone3 or clone."""
+
+    def __init__(self) -> None:
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._libc.syscall.restype = ctypes.c_long
+        self._args = _CloneArgs(flags=_CLONE_PARENT)
+        self._size = ctypes.c_size_t(ctypes.sizeof(self._args))
+        self._old = _SYS_CLONE.get(os.uname().machine)
+        self._use_clone3 = True
+
+    def clone(self) -> int:
+        """0 in the child, its pid here; OSError if it could not be made."""
+        if self._use_clone3:
+            pid = int(self._libc.syscall(_SYS_CLONE3, ctypes.byref(self._args), self._size))
+            if pid >= 0 or ctypes.get_errno() != _ENOSYS or self._old is None:
+                return self._checked(pid)
+            self._use_clone3 = False
+        if self._old is None:
+            raise OSError(_ENOSYS, "clone3 is not available on this machine")
+        zero = ctypes.c_long(0)
+        flags = ctypes.c_long(_CLONE_PARENT)
+        return self._checked(int(self._libc.syscall(self._old, flags, zero, zero, zero, zero)))
+
+    @staticmethod
+    def _checked(pid: int) -> int:
+        if pid < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        return pid
+
+
+# uid, gid (None: keep ours), directory, executable, cgroup.procs files, argv, env
+Request = tuple[int | None, int | None, bytes, bytes, list[bytes], list[bytes], dict[bytes, bytes]]
+
+
+def parse(request: bytes) -> Request:
+    """The fields of a request (ValueError if it is malformed)."""
+    fields = request.split(b"\0")
+    if fields and fields[-1] == b"":
+        fields.pop()
+    uid, gid, directory, executable = fields[:4]
+    nprocs = int(fields[4])
+    procs = fields[5 : 5 + nprocs]
+    at = 5 + nprocs
+    nargv = int(fields[at])
+    argv = fields[at + 1 : at + 1 + nargv]
+    env = {}
+    for entry in fields[at + 1 + nargv :]:
+        name, _, value = entry.partition(b"=")
+        env[name] = value
+    if not argv:
+        raise ValueError("no argv")
+    ids = (int(uid) if uid else None, int(gid) if gid else None)
+    return (*ids, directory, executable, procs, argv, env)
+
+
+def _child(job: Request, stdio: list[int], report: int) -> None:
+    """The job's first process: never returns (execs, or exits 127 saying where it failed)."""
+    stage = "cgroup"
+    try:
+        uid, gid, directory, executable, procs, argv, env = job
+        for path in procs:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            os.write(fd, b"0")  # 0: the writing process
+            os.close(fd)
+        stage = "session"
+        os.setsid()
+        if uid is not None and gid is not None:
+            stage = "account"
+            os.setgroups([gid])  # its own group only: none of ours
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+        stage = "dir"
+        os.chdir(directory)
+        stage = "stdio"
+        for target, fd in enumerate(stdio):
+            os.dup2(fd, target)  # the copy on 0-2 is inheritable; the original closes at exec
+        stage = "exec"
+        os.execve(executable, argv, env)  # noqa: S606 - no shell: the job's own argv
+    except OSError as e:
+        os.write(report, f"{stage} {e.errno or 0}".encode())
+    except BaseException:
+        os.write(report, f"{stage} 0".encode())
+    finally:
+        os._exit(127)
+
+
+def spawn(cloner: Cloner, request: bytes | None, fds: list[int]) -> bytes:
+    """Start the job one message describes (`request`, or None: in a memfd before the job's
+    three fds); the answer for jobd."""
+    try:
+        if request is None:
+            request = os.pread(fds[0], os.fstat(fds[0]).st_size, 0)
+            fds = fds[1:]
+        if len(fds) != 3:
+            raise ValueError("not three fds")
+        job = parse(request)
+    except (OSError, ValueError, IndexError):
+        return b"E request 22 0"
+    stdio = fds
+    readable, report = os.pipe2(os.O_CLOEXEC)
+    try:
+        try:
+            pid = cloner.clone()
+        except OSError as e:
+            return f"E clone {e.errno or 0} 0".encode()
+        if pid == 0:
+            _child(job, stdio, report)
+        os.close(report)
+        report = -1
+        failure = b""
+        while chunk := os.read(readable, 256):  # end-of-file: it exec'd (the pipe closed)
+            failure += chunk
+    finally:
+        os.close(readable)
+        if report >= 0:
+            os.close(report)
+    if failure:
+        return b"E " + failure + f" {pid}".encode()
+    return f"P {pid}".encode()
+
+
+def finish(fields: list[bytes]) -> bytes:
+    """Read a job's usage files, then remove its (empty) cgroup directories."""
+    count = int(fields[0])
+    contents = [_read(path) for path in fields[1 : 1 + count]]
+    status = 0
+    for path in fields[1 + count :]:
+        try:
+            os.rmdir(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            status = status or e.errno or 0
+    return b"\0".join([f"F {status}".encode(), *contents, b""])
+
+
+def _read(path: bytes) -> bytes:
+    try:
+        with open(path, "rb", buffering=0) as f:
+            return f.read(4096)
+    except OSError:
+        return b""
+
+
+def main() -> None:
+    # What a job inherits from us: default dispositions (Python ignores SIGPIPE, and SIGXFSZ).
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
+    fd = int(sys.argv[1])
+    os.set_inheritable(fd, False)
+    channel = socket.socket(fileno=fd)
+    cloner = Cloner()
+    # Nothing here makes cycles; a collection would touch every object, pages a clone then
+    # copies. Keep the start-up's objects out of it for good.
+    gc.disable()
+    gc.freeze()
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(channel, _MAX_MESSAGE, 4)
+        except ConnectionError:
+            return
+        for fd in fds:  # close-on-exec: a job gets only its three (recv_fds ignores its flags)
+            os.set_inheritable(fd, False)
+        if not message:
+            return  # jobd closed its end: it is shutting down (or gone)
+        kind, body = message[:1], message[1:]
+        try:
+            if kind in (b"S", b"M"):
+                reply = spawn(cloner, body if kind == b"S" else None, fds)
+            elif kind == b"F":
+                reply = finish(body.split(b"\0")[:-1])
+            else:
+                reply = b"E request 22 0"
+        finally:
+            for fd in fds:
+                os.close(fd)
+        channel.send(reply)
+
+
+if __name__ == "__main__":
+    main()

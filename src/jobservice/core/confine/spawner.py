@@ -1,0 +1,250 @@
+"""jobd's side of the spawner (spawnd.py): start a job in its cgroups, as its account.
+
+One spawner process per coordinator, started on first use and kept: a request is one message
+on a SOCK_SEQPACKET socketpair with the job's request (a memfd) and its stdin, stdout and
+stderr; the spawner clones a copy of itself that becomes *jobd's* child (CLONE_PARENT), enters
+the cgroups, switches account, enters the directory and execs. Requests are answered in order,
+so several may be in flight; each caller awaits its own answer on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import logging
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jobservice.core.confine.account import Account
+from jobservice.core.errors import SpawnFailed
+
+__all__ = ["SpawnOrder", "SpawnRefused", "Spawner", "SpawnerGone"]
+
+log = logging.getLogger(__name__)
+
+_PROGRAM = Path(__file__).with_name("spawnd.py")
+_INLINE = 60_000  # bytes: a larger request goes in a memfd (a message holds 64 KiB)
+_EXIT_WAIT = 5.0  # seconds the spawner has to exit at close before it is killed
+
+
+class SpawnerGone(SpawnFailed):
+    """The spawner process exited or could not be started (the next start tries a new one)."""
+
+
+class SpawnRefused(OSError):
+    """The job's first process failed before exec: `stage` says where, errno why.
+
+    `stage` is one of cgroup, session, account, dir, stdio, exec, clone, request.
+    """
+
+    def __init__(self, stage: str, errno: int, filename: str | None) -> None:
+        super().__init__(errno, os.strerror(errno) if errno else "failed", filename)
+        self.stage = stage
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnOrder:
+    """One job to start: what, where, as whom, in which cgroups, with which fds."""
+
+    executable: str
+    argv: Sequence[str]
+    directory: str
+    env: dict[str, str]
+    account: Account | None  # None: jobd's own account
+    procs_files: Sequence[Path]
+    stdin: int
+    stdout: int
+    stderr: int
+
+    def encode(self) -> bytes:
+        """The request spawnd.parse reads: NUL-terminated fields."""
+        uid, gid = ("", "") if self.account is None else (self.account.uid, self.account.gid)
+        fields: list[bytes] = [
+            str(uid).encode(),
+            str(gid).encode(),
+            os.fsencode(self.directory),
+            os.fsencode(self.executable),
+            str(len(self.procs_files)).encode(),
+            *map(os.fsencode, self.procs_files),
+            str(len(self.argv)).encode(),
+            *map(os.fsencode, self.argv),
+            *(os.fsencode(f"{k}={v}") for k, v in self.env.items()),
+        ]
+        return b"".join(f + b"\0" for f in fields)
+
+
+class Spawner:
+    """The spawner process and the requests in flight to it."""
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[bytes] | None = None
+        self._channel: socket.socket | None = None
+        # Answers come in the order of the requests: each waits with how to read its answer.
+        self._waiting: collections.deque[tuple[asyncio.Future[Any], _Reader]] = collections.deque()
+        self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+
+    async def spawn(self, order: SpawnOrder) -> int:
+        """Start the job; its pid once it has exec'd (it is our child: we reap it).
+
+        SpawnRefused if its first process failed before exec (reaped here), SpawnerGone if the
+        spawner is not there. Cancelling the await does not cancel the start: a caller that
+        may be cancelled shields it and disposes of the job it did not take.
+        """
+        request = order.encode()
+        stdio = [order.stdin, order.stdout, order.stderr]
+        reader = functools.partial(_started, order.directory)
+        if len(request) < _INLINE:
+            answer = self._ask(b"S" + request, stdio, reader)
+        else:  # a large environment or argv: in a memfd, read by the spawner
+            memfd = os.memfd_create("jobd-spawn", os.MFD_CLOEXEC)
+            try:
+                os.write(memfd, request)
+                answer = self._ask(b"M", [memfd, *stdio], reader)
+            finally:
+                os.close(memfd)
+        pid: int = await answer
+        return pid
+
+    async def finish(self, files: Sequence[Path], dirs: Sequence[Path]) -> list[bytes]:
+        """Read `files` (a job's usage), then rmdir each of `dirs` (gone already is fine), in
+        the spawner: no thread of ours waits in the kernel. The files' contents (empty if
+        missing); OSError if a directory could not be removed."""
+        fields = [str(len(files)).encode(), *map(os.fsencode, (*files, *dirs))]
+        message = b"F" + b"".join(f + b"\0" for f in fields)
+        contents: list[bytes] = await self._ask(message, [], _finished)
+        return contents
+
+    def _ask(self, message: bytes, fds: list[int], reader: _Reader) -> asyncio.Future[Any]:
+        channel = self._running()
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        try:
+            socket.send_fds(channel, [message], fds)
+        except OSError as e:
+            self._lost(f"cannot reach the spawner: {e.strerror or e}")
+            raise SpawnerGone(f"cannot reach the spawner: {e.strerror or e}") from None
+        self._waiting.append((answer, reader))
+        return answer
+
+    @property
+    def pid(self) -> int | None:
+        """The spawner process's pid while it runs (it is started on first use)."""
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent and not yet answered."""
+        return len(self._waiting)
+
+    @property
+    def devnull(self) -> int:
+        """/dev/null, read-only: the stdin of a job without one (the spawner gets a copy)."""
+        return self._devnull
+
+    def close(self) -> None:
+        """End the spawner (end-of-file on its socket) and wait for it; idempotent."""
+        self._lost("the spawner was closed")
+        with contextlib.suppress(OSError):
+            os.close(self._devnull)
+        self._devnull = -1
+
+    def _running(self) -> socket.socket:
+        if self._channel is not None:
+            return self._channel
+        if self._devnull < 0:
+            raise SpawnerGone("the spawner was closed")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-I", "-S", str(_PROGRAM), str(theirs.fileno())],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+                env={},  # it needs none, and the jobs it starts get only their own
+                start_new_session=True,  # a terminal's ^C is for jobd, which closes it in order
+            )
+        except OSError as e:
+            ours.close()
+            raise SpawnerGone(f"cannot start the spawner: {e.strerror or e}") from None
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        asyncio.get_running_loop().add_reader(ours.fileno(), self._on_answer)
+        self._channel = ours
+        log.debug("spawner started: pid %d", self._process.pid)
+        return ours
+
+    def _on_answer(self) -> None:
+        assert self._channel is not None
+        try:
+            data = self._channel.recv(256)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            data = b""
+            log.error("reading from the spawner: %s", e)
+        if not data:
+            self._lost("the spawner exited")
+            return
+        answer, reader = self._waiting.popleft()
+        try:
+            answer.set_result(reader(data))
+        except Exception as e:  # the request's own failure, for its caller
+            answer.set_exception(e)
+
+    def _lost(self, why: str) -> None:
+        """Forget the spawner: fail what waits for it, and let the next spawn start another."""
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            with contextlib.suppress(ValueError, RuntimeError):
+                asyncio.get_running_loop().remove_reader(channel.fileno())
+            channel.close()
+        while self._waiting:
+            answer, _ = self._waiting.popleft()
+            if not answer.done():
+                answer.set_exception(SpawnerGone(why))
+        process, self._process = self._process, None
+        if process is not None:
+            try:
+                process.wait(_EXIT_WAIT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            if process.returncode not in (0, None):
+                log.warning("the spawner exited with status %s", process.returncode)
+
+
+_Reader = Callable[[bytes], Any]  # an answer -> the result, or raises
+
+
+def _started(directory: str, answer: bytes) -> int:
+    """`P PID`, or `E STAGE ERRNO PID` (that process exited before exec: reaped here)."""
+    fields = answer.decode("ascii", "replace").split()
+    if fields[:1] == ["P"] and len(fields) == 2:
+        return int(fields[1])
+    stage, errno, pid = fields[1:4] if len(fields) == 4 else ("request", "0", "0")
+    if pid.isdigit() and int(pid) > 0:
+        _reap(int(pid))
+    code = int(errno) if errno.isdigit() else 0
+    raise SpawnRefused(stage, code, directory if stage == "dir" else None)
+
+
+def _finished(answer: bytes) -> list[bytes]:
+    """`F ERRNO` and each file's contents, NUL-terminated."""
+    status, *contents = answer.split(b"\0")[:-1]
+    code = int(status[2:] or b"0")
+    if code:
+        raise OSError(code, os.strerror(code))
+    return contents
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)

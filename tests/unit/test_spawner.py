@@ -1,0 +1,96 @@
+"""The spawner (core/confine/spawnd.py): confined jobs are jobd's own children, started clean.
+
+Each test compares with what the plain path (Popen in jobd) gives, or kills the real spawner
+process: no part of it is replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from corehelp import collect, joined
+
+from jobservice.core import JobCoordinator, SpawnFailed
+from jobservice.core.confine import Account, Confinement
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the spawner runs jobs as others")
+
+# What a job (the shell) learns of itself: its parent, session, open fds (which its commands
+# inherit) and signal dispositions (idem, those it ignores).
+SELF = (
+    "echo ppid=$PPID; "
+    "grep -E '^(SigIgn|SigBlk):' /proc/self/status; "
+    "echo sid=$(cut -d' ' -f6 /proc/self/stat) pid=$$; "
+    "ls /proc/self/fd"
+)
+
+
+async def _self_report(coord: JobCoordinator, **kwargs: object) -> list[str]:
+    job = await coord.start("a", "sh", ["-c", SELF], dir="/", **kwargs)  # type: ignore[arg-type]
+    return joined(await collect(coord, job)).decode().splitlines()
+
+
+async def test_a_confined_job_is_started_like_one_jobd_forks_itself(
+    confined: JobCoordinator, coord: JobCoordinator
+) -> None:
+    spawned = await _self_report(confined, run_as=Account.lookup("nobody"))
+    forked = await _self_report(coord)
+    assert confined.spawner.pid is not None  # it went through the spawner
+    # Our child, not the spawner's: jobd watches and reaps it as any other.
+    assert spawned[0] == f"ppid={os.getpid()}"
+    assert spawned[1:3] == forked[1:3]  # the same ignored and blocked signals
+    sid, pid = (field.split("=")[1] for field in spawned[3].split())
+    assert sid == pid  # the leader of its own session
+    # 0-2, and the one ls opens to list them: nothing of the spawner's leaks in.
+    assert spawned[4:] == forked[4:]
+    assert len(spawned[4:]) == 4
+
+
+async def test_a_large_request_arrives_whole(confined: JobCoordinator) -> None:
+    big = "x" * 100_000  # twice: more than one message holds, so it travels in a memfd
+    script = 'printf %s "$BIG$1" | wc -c'
+    job = await confined.start("a", "sh", ["-c", script, "-", big], env=[f"BIG={big}"])
+    assert joined(await collect(confined, job)) == b"200000\n"
+
+
+async def test_a_dead_spawner_is_replaced(confined: JobCoordinator) -> None:
+    job = await confined.start("a", "true")
+    await confined.wait(job)
+    first = confined.spawner.pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)  # our own child, by its pid
+    # The next start may be the one that finds it gone (SpawnFailed); then a new one takes over.
+    refusal = ""
+    try:
+        job = await confined.start("a", "echo", ["again"])
+    except SpawnFailed as exc:
+        refusal = str(exc)
+        job = await confined.start("a", "echo", ["again"])
+    assert refusal in ("", "the spawner exited") or "cannot reach the spawner" in refusal
+    assert joined(await collect(confined, job)) == b"again\n"
+    assert confined.spawner.pid not in (None, first)
+
+
+async def test_a_cancelled_start_leaves_no_process_and_no_cgroup(
+    confined: JobCoordinator, confinement: Confinement, tmp_path: Path
+) -> None:
+    marker = tmp_path / "started"
+    starting = asyncio.ensure_future(
+        confined.start("a", "sh", ["-c", f"touch {marker}; exec sleep 1000"])
+    )
+    while confined.spawner.in_flight == 0:  # the request is with the spawner
+        await asyncio.sleep(0)
+    starting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    # The job was started all the same, then killed, reaped and its group removed.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while confinement.job_ids() and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    assert confinement.job_ids() == []
+    assert confined.list() == []
