@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -114,3 +115,21 @@ def test_v2_tracking_and_cgroup_kill_for_real(v2_group: V2Job) -> None:
     v2_group.remove()
     assert not v2_group.path.exists()
     assert all(gone(c.pid) for c in children)
+
+
+def test_v2_freeze_then_kill_for_real(v2_group: V2Job) -> None:
+    """The way without cgroup.kill (kernels before 5.14), on a group that keeps forking."""
+    procs = v2_group.path / "cgroup.procs"
+    forker = subprocess.Popen(
+        ["sh", "-c", f"echo $$ > {procs}; for i in $(seq 200); do sleep 1000 & done; wait"]
+    )
+    deadline = time.monotonic() + 30
+    while len(v2_group.pids()) < 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(v2_group.pids()) >= 20  # mid-loop: it forks while we kill
+    v2_group.freeze_and_kill()
+    assert forker.wait(10) == -signal.SIGKILL
+    while v2_group.populated() and time.monotonic() < deadline:
+        time.sleep(0.01)  # SIGKILLed processes die when they next run
+    assert not v2_group.populated()
+    assert (v2_group.path / "cgroup.freeze").read_text() == "0\n"  # thawed again

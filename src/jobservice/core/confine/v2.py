@@ -47,9 +47,9 @@ class V2Job(JobCgroup):
         except FileNotFoundError:
             if not self.path.exists():
                 return
-            self._freeze_and_kill()  # kernels before 5.14 have no cgroup.kill
+            self.freeze_and_kill()  # kernels before 5.14 have no cgroup.kill
 
-    def _freeze_and_kill(self) -> None:
+    def freeze_and_kill(self) -> None:
         """Freeze so nothing forks while we SIGKILL each process, then thaw to let them die."""
         with contextlib.suppress(FileNotFoundError):
             write(self.path / "cgroup.freeze", "1")
