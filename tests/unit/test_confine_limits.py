@@ -121,6 +121,8 @@ async def test_cgroup_limits_on_an_unconfined_coordinator_are_refused(
         (JobLimits(cpu=math.inf), "cpu limit must be a finite"),
         (JobLimits(memory=1024), "memory limit must be at least"),
         (JobLimits(pids=0), "pids limit must be at least 1"),
+        (JobLimits(pids=5_000_000), "pids limit must be at most 4194304"),
+        (JobLimits(cpu=1e9), "cpu limit must be at most 65536 cores"),
         (JobLimits(timeout=0), "timeout must be positive"),
     ],
 )
@@ -137,6 +139,14 @@ async def test_an_infinite_cpu_limit_is_invalid_and_leaves_no_group(
     with pytest.raises(InvalidRequest, match="finite"):
         await confined.start("a", "true", limits=JobLimits(cpu=math.inf))
     assert confinement.job_ids() == []
+
+
+async def test_limits_at_the_kernels_maxima_are_applied(confined: JobCoordinator) -> None:
+    # Over them is INVALID_ARGUMENT (above); at them, the kernel takes the values.
+    job = await confined.start("a", "true", limits=JobLimits(cpu=65536.0, pids=4 << 20))
+    info = await confined.wait(job)
+    assert info.exit is not None
+    assert info.exit.code == 0
 
 
 def test_a_group_whose_limits_cannot_be_written_is_removed(confinement: Confinement) -> None:

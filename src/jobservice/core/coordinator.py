@@ -522,6 +522,10 @@ class JobCoordinator:
 # a job needs a few MiB just to exec.
 MIN_CPU = 0.01
 MIN_MEMORY = 4 << 20
+# What the kernel takes: pids.max up to PID_MAX_LIMIT (64-bit), and a CFS quota of this many
+# cores is far below its maximum (~2^44 us per 100 ms period) and above any host's count.
+MAX_PIDS = 4 << 20
+MAX_CPU = 65536.0
 
 
 def check_job_limits(limits: JobLimits) -> None:
@@ -530,10 +534,14 @@ def check_job_limits(limits: JobLimits) -> None:
         raise InvalidRequest(f"cpu limit must be at least {MIN_CPU} cores")
     if limits.cpu is not None and not math.isfinite(limits.cpu):
         raise InvalidRequest("cpu limit must be a finite number of cores (unset: no limit)")
+    if limits.cpu is not None and limits.cpu > MAX_CPU:
+        raise InvalidRequest(f"cpu limit must be at most {MAX_CPU:.0f} cores")
     if limits.memory is not None and limits.memory < MIN_MEMORY:
         raise InvalidRequest(f"memory limit must be at least {MIN_MEMORY} bytes (4 MiB)")
     if limits.pids is not None and limits.pids < 1:
         raise InvalidRequest("pids limit must be at least 1")
+    if limits.pids is not None and limits.pids > MAX_PIDS:
+        raise InvalidRequest(f"pids limit must be at most {MAX_PIDS} (the kernel's maximum)")
     if limits.timeout is not None and not limits.timeout > 0:
         raise InvalidRequest("timeout must be positive")
 
