@@ -94,3 +94,14 @@ async def test_a_cancelled_start_leaves_no_process_and_no_cgroup(
         await asyncio.sleep(0.01)
     assert confinement.job_ids() == []
     assert confined.list() == []
+
+
+async def test_many_large_starts_at_once_all_arrive(confined: JobCoordinator) -> None:
+    # 100 requests of ~50 KB each, at once: more than the socket's buffer holds, and more
+    # than may be in flight: they wait their turn instead of failing.
+    value = "y" * 50_000
+    jobs = await asyncio.gather(
+        *(confined.start("a", "sh", ["-c", "echo ${#V}"], env=[f"V={value}"]) for _ in range(100))
+    )
+    outputs = await asyncio.gather(*(collect(confined, job) for job in jobs))
+    assert {joined(output) for output in outputs} == {b"50000\n"}

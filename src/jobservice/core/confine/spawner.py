@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 _PROGRAM = Path(__file__).with_name("spawnd.py")
 _INLINE = 60_000  # bytes: a larger request goes in a memfd (a message holds 64 KiB)
+_IN_FLIGHT = 64  # requests sent and not yet answered, at most
 _EXIT_WAIT = 5.0  # seconds the spawner has to exit at close before it is killed
 
 
@@ -90,6 +91,7 @@ class Spawner:
         # Answers come in the order of the requests: each waits with how to read its answer.
         self._waiting: collections.deque[tuple[asyncio.Future[Any], _Reader]] = collections.deque()
         self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        self._room = asyncio.Semaphore(_IN_FLIGHT)
 
     async def spawn(self, order: SpawnOrder) -> int:
         """Start the job; its pid once it has exec'd (it is our child: we reap it).
@@ -102,12 +104,12 @@ class Spawner:
         stdio = [order.stdin, order.stdout, order.stderr]
         reader = functools.partial(_started, order.directory)
         if len(request) < _INLINE:
-            answer = self._ask(b"S" + request, stdio, reader)
+            answer = await self._ask(b"S" + request, stdio, reader)
         else:  # a large environment or argv: in a memfd, read by the spawner
             memfd = os.memfd_create("jobd-spawn", os.MFD_CLOEXEC)
             try:
                 os.write(memfd, request)
-                answer = self._ask(b"M", [memfd, *stdio], reader)
+                answer = await self._ask(b"M", [memfd, *stdio], reader)
             finally:
                 os.close(memfd)
         pid: int = await answer
@@ -119,19 +121,42 @@ class Spawner:
         missing); OSError if a directory could not be removed."""
         fields = [str(len(files)).encode(), *map(os.fsencode, (*files, *dirs))]
         message = b"F" + b"".join(f + b"\0" for f in fields)
-        contents: list[bytes] = await self._ask(message, [], _finished)
+        contents: list[bytes] = await (await self._ask(message, [], _finished))
         return contents
 
-    def _ask(self, message: bytes, fds: list[int], reader: _Reader) -> asyncio.Future[Any]:
-        channel = self._running()
-        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    async def _ask(self, message: bytes, fds: list[int], reader: _Reader) -> asyncio.Future[Any]:
+        """Send a request (in the order asked) once there is room; its answer's future.
+
+        At most `_IN_FLIGHT` requests wait for their answer at once: the socket's buffer, and
+        the kernel's count of descriptors in flight, stay small however many starts arrive.
+        """
+        await self._room.acquire()
         try:
-            socket.send_fds(channel, [message], fds)
-        except OSError as e:
-            self._lost(f"cannot reach the spawner: {e.strerror or e}")
-            raise SpawnerGone(f"cannot reach the spawner: {e.strerror or e}") from None
+            channel = self._running()
+            while True:
+                try:
+                    socket.send_fds(channel, [message], fds)
+                    break
+                except BlockingIOError:  # a large request and a full buffer: wait, in order
+                    await self._writable(channel)
+                except OSError as e:
+                    self._lost(f"cannot reach the spawner: {e.strerror or e}")
+                    raise SpawnerGone(f"cannot reach the spawner: {e.strerror or e}") from None
+        except BaseException:
+            self._room.release()
+            raise
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting.append((answer, reader))
         return answer
+
+    async def _writable(self, channel: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        loop.add_writer(channel.fileno(), ready.set_result, None)
+        try:
+            await ready
+        finally:
+            loop.remove_writer(channel.fileno())
 
     @property
     def pid(self) -> int | None:
@@ -194,6 +219,7 @@ class Spawner:
             self._lost("the spawner exited")
             return
         answer, reader = self._waiting.popleft()
+        self._room.release()
         try:
             answer.set_result(reader(data))
         except Exception as e:  # the request's own failure, for its caller
@@ -208,6 +234,7 @@ class Spawner:
             channel.close()
         while self._waiting:
             answer, _ = self._waiting.popleft()
+            self._room.release()
             if not answer.done():
                 answer.set_exception(SpawnerGone(why))
         process, self._process = self._process, None
