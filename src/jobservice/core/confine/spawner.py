@@ -92,6 +92,8 @@ class Spawner:
         self._waiting: collections.deque[tuple[asyncio.Future[Any], _Reader]] = collections.deque()
         self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self._room = asyncio.Semaphore(_IN_FLIGHT)
+        self._sending = asyncio.Lock()
+        self._write_waiter: asyncio.Future[None] | None = None
 
     async def spawn(self, order: SpawnOrder) -> int:
         """Start the job; its pid once it has exec'd (it is our child: we reap it).
@@ -132,16 +134,20 @@ class Spawner:
         """
         await self._room.acquire()
         try:
-            channel = self._running()
-            while True:
-                try:
-                    socket.send_fds(channel, [message], fds)
-                    break
-                except BlockingIOError:  # a large request and a full buffer: wait, in order
-                    await self._writable(channel)
-                except OSError as e:
-                    self._lost(f"cannot reach the spawner: {e.strerror or e}")
-                    raise SpawnerGone(f"cannot reach the spawner: {e.strerror or e}") from None
+            # One sender at a time: the requests go in the order asked, and one task at a time
+            # waits for the socket to be writable (the loop keeps one writer callback per fd).
+            async with self._sending:
+                channel = self._running()
+                while True:
+                    try:
+                        socket.send_fds(channel, [message], fds)
+                        break
+                    except BlockingIOError:  # a full buffer: wait until the spawner reads
+                        await self._writable(channel)
+                    except OSError as e:
+                        why = f"cannot reach the spawner: {e.strerror or e}"
+                        self._lost(why)
+                        raise SpawnerGone(why) from None
         except BaseException:
             self._room.release()
             raise
@@ -152,11 +158,15 @@ class Spawner:
     async def _writable(self, channel: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
-        loop.add_writer(channel.fileno(), ready.set_result, None)
+        fd = channel.fileno()
+        loop.add_writer(fd, _set_once, ready)
+        self._write_waiter = ready
         try:
             await ready
         finally:
-            loop.remove_writer(channel.fileno())
+            self._write_waiter = None
+            if channel.fileno() == fd:  # not closed meanwhile (the spawner lost)
+                loop.remove_writer(fd)
 
     @property
     def pid(self) -> int | None:
@@ -230,8 +240,12 @@ class Spawner:
         channel, self._channel = self._channel, None
         if channel is not None:
             with contextlib.suppress(ValueError, RuntimeError):
-                asyncio.get_running_loop().remove_reader(channel.fileno())
+                loop = asyncio.get_running_loop()
+                loop.remove_reader(channel.fileno())
+                loop.remove_writer(channel.fileno())
             channel.close()
+        if self._write_waiter is not None:  # its send fails next, on the closed socket
+            _set_once(self._write_waiter)
         while self._waiting:
             answer, _ = self._waiting.popleft()
             self._room.release()
@@ -270,6 +284,11 @@ def _finished(answer: bytes) -> list[bytes]:
     if code:
         raise OSError(code, os.strerror(code))
     return contents
+
+
+def _set_once(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)
 
 
 def _reap(pid: int) -> None:
