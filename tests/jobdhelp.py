@@ -32,6 +32,7 @@ __all__ = [
     "Output",
     "RawMessage",
     "credentials",
+    "feed_stdin",
     "forget_cgroups",
     "jobd_command",
     "loopback_config",
@@ -292,6 +293,22 @@ class Output:
     def data(self, stream: int | None = None) -> bytes:
         """The bytes of every chunk, or of one stream's chunks."""
         return b"".join(c.data for c in self.chunks if stream is None or c.stream == stream)
+
+
+async def feed_stdin(stub: JobServiceStub, job_id: int, *chunks: bytes) -> tuple[Status, int]:
+    """One WriteStdin call sending `chunks` (none: one empty message); its status and the
+    bytes it wrote."""
+    messages = chunks or (b"",)
+    try:
+        async with stub.WriteStdin.open() as call:
+            for i, data in enumerate(messages):
+                chunk = pb.StdinChunk(job_id=job_id, data=data)
+                await call.send_message(chunk, end=i == len(messages) - 1)
+            reply = await call.recv_message()
+    except GRPCError as exc:
+        return exc.status, 0
+    assert reply is not None
+    return Status.OK, reply.bytes_written
 
 
 async def read_output(

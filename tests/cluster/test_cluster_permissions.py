@@ -160,7 +160,12 @@ async def test_a_node_cannot_destroy_streams_or_take_another_nodes_work(
             lambda: js.delete_consumer(start, layout.ANY_CONSUMER),
         )
         # Nor may it forge the fronts' messages or another node's heartbeat.
-        for subject in (layout.START_ANY, their_subject, layout.stop_subject("n2")):
+        for subject in (
+            layout.START_ANY,
+            their_subject,
+            layout.stop_subject("n2"),
+            layout.stdin_subject("n2"),
+        ):
             await node.refused(subject, partial(js.publish, subject, b"{}"))
         heartbeat = f"$KV.{layout.NODES_BUCKET}.n2"
         await node.refused(heartbeat, lambda: js.publish(heartbeat, b"{}"))
@@ -168,8 +173,14 @@ async def test_a_node_cannot_destroy_streams_or_take_another_nodes_work(
         for key in (f"$KV.{layout.JOBS_BUCKET}.1", f"$KV.{layout.NODES_BUCKET}.n1"):
             with pytest.raises(APIError, match="rollup"):
                 await js.publish(key, b"", headers={"Nats-Rollup": "all"})
-        # Nor listen to the fronts' replies (followed output) or another node's stops.
-        for subject in (f"{layout.front_inbox()}.>", "_INBOX.>", layout.stop_subject("n2")):
+        # Nor listen to the fronts' replies (followed output), another node's stops or the
+        # stdin of its jobs.
+        for subject in (
+            f"{layout.front_inbox()}.>",
+            "_INBOX.>",
+            layout.stop_subject("n2"),
+            layout.stdin_subject("n2"),
+        ):
             await node.nc.subscribe(subject)
             await node.violation(subject)
 

@@ -9,11 +9,9 @@ from pathlib import Path
 
 import pytest
 from grpclib.const import Status
-from grpclib.exceptions import GRPCError
 from jobctl_support import JOBCTL, Jobctl, Server
-from jobdhelp import Connect, Jobd, read_output
+from jobdhelp import Connect, Jobd, feed_stdin, read_output
 
-from jobservice.api import JobServiceStub
 from jobservice.api.v1 import jobservice_pb2 as pb
 
 
@@ -60,32 +58,21 @@ def test_a_job_that_stops_reading_ends_run(ctl: Jobctl) -> None:
     assert (result.returncode, result.stdout) == (0, b"y\ny\ny"), result
 
 
-async def _feed(stub: JobServiceStub, job_id: int, data: bytes) -> tuple[Status, int]:
-    try:
-        async with stub.WriteStdin.open() as call:
-            await call.send_message(pb.StdinChunk(job_id=job_id, data=data), end=True)
-            reply = await call.recv_message()
-    except GRPCError as exc:
-        return exc.status, 0
-    assert reply is not None
-    return Status.OK, reply.bytes_written
-
-
 async def test_who_may_write_a_jobs_stdin(shared_jobd: Jobd, connect: Connect) -> None:
     alice, charlie = await connect(shared_jobd, "alice"), await connect(shared_jobd, "charlie")
     bob, mallory = await connect(shared_jobd, "bob"), await connect(shared_jobd, "mallory")
     request = pb.StartRequest(command="cat", stdin=True)
     alices = (await alice.Start(request)).job_id
     charlies = (await charlie.Start(request)).job_id
-    assert await _feed(bob, alices, b"x") == (Status.PERMISSION_DENIED, 0)  # analyst
-    assert await _feed(mallory, alices, b"x") == (Status.PERMISSION_DENIED, 0)  # no role
-    assert await _feed(alice, charlies, b"x") == (Status.NOT_FOUND, 0)  # not hers to see
-    assert await _feed(charlie, alices, b"from charlie\n") == (Status.OK, 13)  # all/manager
+    assert await feed_stdin(bob, alices, b"x") == (Status.PERMISSION_DENIED, 0)  # analyst
+    assert await feed_stdin(mallory, alices, b"x") == (Status.PERMISSION_DENIED, 0)  # no role
+    assert await feed_stdin(alice, charlies, b"x") == (Status.NOT_FOUND, 0)  # not hers to see
+    assert await feed_stdin(charlie, alices, b"from charlie\n") == (Status.OK, 13)  # all/manager
     assert (await read_output(alice, alices)).data() == b"from charlie\n"  # EOF ended cat
-    assert await _feed(alice, alices, b"x") == (Status.FAILED_PRECONDITION, 0)  # closed
-    assert await _feed(charlie, charlies, b"") == (Status.OK, 0)
+    assert await feed_stdin(alice, alices, b"x") == (Status.FAILED_PRECONDITION, 0)  # closed
+    assert await feed_stdin(charlie, charlies, b"") == (Status.OK, 0)
     without = (await alice.Start(pb.StartRequest(command="sleep", args=["1000"]))).job_id
-    assert await _feed(alice, without, b"x") == (Status.FAILED_PRECONDITION, 0)
+    assert await feed_stdin(alice, without, b"x") == (Status.FAILED_PRECONDITION, 0)
     await alice.Stop(pb.StopRequest(job_id=without))
 
 
@@ -101,7 +88,7 @@ async def test_one_writer_at_a_time(shared_jobd: Jobd, connect: Connect) -> None
             assert reply is not None
             assert reply.chunk.data == b"one\n"
             await output.cancel()
-        assert await _feed(alice, job_id, b"two\n") == (Status.FAILED_PRECONDITION, 0)
+        assert await feed_stdin(alice, job_id, b"two\n") == (Status.FAILED_PRECONDITION, 0)
         await first.send_message(pb.StdinChunk(data=b"three\n"), end=True)
         assert (await first.recv_message()) == pb.WriteStdinResponse(bytes_written=10)
     assert (await read_output(alice, job_id)).data() == b"one\nthree\n"

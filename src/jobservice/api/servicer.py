@@ -11,11 +11,11 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from jobservice.api import convert, metrics, pages
 from jobservice.api.errors import StdinBusy
-from jobservice.api.jobdefaults import defaults_for
 from jobservice.api.jobsettings import JobSettings
 from jobservice.api.v1 import jobservice_pb2 as pb
 from jobservice.core import InvalidRequest, JobCoordinator, JobInfo, JobNotFound, StdinClosed
 from jobservice.core.backend import JobBackend, NodeDirectory
+from jobservice.core.defaults import defaults_for
 from jobservice.security.identity import Identity
 
 __all__ = ["RpcBodies"]
@@ -71,6 +71,7 @@ class RpcBodies:
                 env=request.env,
                 limits=limits,
                 run_as=run_as,
+                stdin=request.stdin,
             )
         elif isinstance(self._coord, JobCoordinator):  # jobs on this host
             # What the request leaves unset comes from the account (its home, a PATH), as ssh.
@@ -87,8 +88,6 @@ class RpcBodies:
                 stdin=request.stdin,
             )
         else:  # a cluster front: the agent's host knows the account's home, and has the pipe
-            if request.stdin:
-                raise InvalidRequest("stdin forwarding needs a jobd that runs jobs on its host")
             job_id = await self._coord.start(
                 user,
                 request.command,
@@ -97,6 +96,7 @@ class RpcBodies:
                 request.env,
                 limits=limits,
                 run_as=run_as,
+                stdin=request.stdin,
             )
         status = convert.info_to_proto(self._coord.status(job_id))
         return pb.StartResponse(job_id=job_id, status=status)
@@ -121,11 +121,19 @@ class RpcBodies:
         jobs = (info for info in self._coord.jobs_after(after) if self._visible(caller, info))
         return pages.list_page(jobs, request.page_size)
 
-    def _local(self) -> JobCoordinator:
-        """The coordinator of jobs on this host: what stdin forwarding needs."""
-        if not isinstance(self._coord, JobCoordinator):
-            raise InvalidRequest("stdin forwarding needs a jobd that runs jobs on its host")
-        return self._coord
+    async def _write_stdin(self, job_id: int, data: bytes) -> None:
+        if self._directory is not None:  # the job's pipe is on its node
+            await self._directory.write_stdin(job_id, data)
+        elif isinstance(self._coord, JobCoordinator):
+            await self._coord.write_stdin(job_id, data)
+        else:
+            raise InvalidRequest("this jobd cannot forward stdin")
+
+    async def _close_stdin(self, job_id: int) -> None:
+        if self._directory is not None:
+            await self._directory.close_stdin(job_id)
+        elif isinstance(self._coord, JobCoordinator):
+            self._coord.close_stdin(job_id)
 
     async def write_stdin(
         self,
@@ -144,14 +152,14 @@ class RpcBodies:
                 if chunk.job_id not in (0, job_id):
                     raise InvalidRequest("every message of a WriteStdin call is for one job")
                 if chunk.data:
-                    await self._local().write_stdin(job_id, chunk.data)  # waits for room
+                    await self._write_stdin(job_id, chunk.data)  # waits for room
                     written += len(chunk.data)
                 chunk = await more()
         finally:
             # However the call ends (finished, cancelled, refused), the writer is gone: EOF.
             self._feeding.discard(job_id)
             with contextlib.suppress(StdinClosed, JobNotFound, InvalidRequest):
-                self._local().close_stdin(job_id)
+                await self._close_stdin(job_id)
         return pb.WriteStdinResponse(bytes_written=written)
 
     async def output(

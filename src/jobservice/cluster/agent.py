@@ -30,6 +30,8 @@ from jobservice.cluster import layout
 from jobservice.cluster.errors import NodeUnavailable
 from jobservice.cluster.publisher import OutputPublisher
 from jobservice.cluster.records import (
+    STDIN_EOF,
+    STDIN_JOB,
     Heartbeat,
     StartRequest,
     decode_info,
@@ -39,6 +41,7 @@ from jobservice.cluster.records import (
 from jobservice.cluster.retry import retrying
 from jobservice.core.confine.account import Account
 from jobservice.core.coordinator import JobCoordinator
+from jobservice.core.defaults import defaults_for
 from jobservice.core.errors import InvalidRequest, JobError, JobNotFound, JobStillRunning
 from jobservice.core.model import JobInfo, JobState
 
@@ -97,6 +100,7 @@ class Agent:
         await self._recover()
         await self._heartbeat_once()
         stops = await self._nc.subscribe(layout.stop_subject(self.name), cb=self._on_stop)
+        stdin = await self._nc.subscribe(layout.stdin_subject(self.name), cb=self._on_stdin)
         loops = [
             asyncio.create_task(self._heartbeat()),
             asyncio.create_task(self._watch_removals()),
@@ -119,6 +123,7 @@ class Agent:
                 await asyncio.wait(set(self._tasks), timeout=_SHUTDOWN_STEP)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(stops.unsubscribe(), _SHUTDOWN_STEP)
+                await asyncio.wait_for(stdin.unsubscribe(), _SHUTDOWN_STEP)
                 await asyncio.wait_for(self._nodes.delete(self.name), _SHUTDOWN_STEP)
             log.debug("agent %s stopped", self.name)
 
@@ -263,14 +268,20 @@ class Agent:
             return
         await msg.ack()  # taken: once acked no other agent can run it
         try:
+            account = _account(request.run_as) or self._default_account
+            # What the request leaves unset comes from the account on this host (its home, a
+            # PATH), as on a single host.
+            defaults = defaults_for(account)
             local = await self._coord.start(
                 request.owner,
                 request.command,
                 request.args,
-                request.dir,
+                request.dir or defaults.dir,
                 request.env,
                 limits=request.limits,
-                run_as=_account(request.run_as) or self._default_account,
+                run_as=account,
+                env_defaults=defaults.env,
+                stdin=request.stdin,
             )
         except JobError as exc:
             await self._reply(reply, encode_error(exc, job_id))
@@ -381,6 +392,30 @@ class Agent:
         except JobError as exc:
             reply = encode_error(exc, job_id)
         except (ValueError, KeyError, TypeError):
+            reply = encode_error(JobNotFound(job_id), job_id)
+        await msg.respond(reply)
+
+    async def _on_stdin(self, msg: Msg) -> None:
+        # A task each: a job whose pipe is full must not hold back the others' stdin. One
+        # job's chunks come one at a time (the front waits for each reply), so stay in order.
+        self._spawn(self._stdin(msg))
+
+    async def _stdin(self, msg: Msg) -> None:
+        job_id = 0
+        try:
+            headers = msg.headers or {}
+            job_id = int(headers[STDIN_JOB])
+            local = self._local.get(job_id)
+            if local is None:
+                raise JobNotFound(job_id)
+            if headers.get(STDIN_EOF):
+                self._coord.close_stdin(local)
+            else:
+                await self._coord.write_stdin(local, msg.data)  # waits for room in the pipe
+            reply = json.dumps({"job_id": job_id}).encode()
+        except JobError as exc:
+            reply = encode_error(exc, job_id)
+        except (ValueError, KeyError):
             reply = encode_error(JobNotFound(job_id), job_id)
         await msg.respond(reply)
 

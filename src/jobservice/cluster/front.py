@@ -35,6 +35,8 @@ from jobservice.cluster import layout
 from jobservice.cluster.errors import NodeNotFound, NodeUnavailable
 from jobservice.cluster.follow import Follower
 from jobservice.cluster.records import (
+    STDIN_EOF,
+    STDIN_JOB,
     Heartbeat,
     StartRequest,
     decode_error,
@@ -44,7 +46,13 @@ from jobservice.cluster.records import (
 from jobservice.cluster.retry import TRANSIENT, retrying
 from jobservice.core.backend import NodeInfo
 from jobservice.core.confine.account import Account
-from jobservice.core.errors import InvalidRequest, JobNotFound, JobNotRunning, JobStillRunning
+from jobservice.core.errors import (
+    InvalidRequest,
+    JobNotFound,
+    JobNotRunning,
+    JobStillRunning,
+    StdinClosed,
+)
 from jobservice.core.model import NO_LIMITS, JobInfo, JobLimits, JobState, Limits, Stream
 from jobservice.core.retention import Retention
 
@@ -57,6 +65,9 @@ log = logging.getLogger("jobservice.cluster.front")
 # a second after records change (agents update a running job's record about once a second).
 _MIN_SWEEP = 1.0
 _MAX_SWEEP = 3600.0
+# A stdin chunk waits for the job's pipe to take it as long as the job runs (a job that does not
+# read holds its writer, as on a single host); this only bounds a request nobody answers.
+_STDIN_PATIENCE = 24 * 3600.0
 # JetStream's error code for a compare-and-set whose expected revision is not the key's last.
 _WRONG_LAST_SEQUENCE = 10071
 
@@ -142,6 +153,7 @@ class ClusterFront:
         limits: JobLimits = NO_LIMITS,
         run_as: Account | None = None,
         node: str = "",
+        stdin: bool = False,
     ) -> int:
         """Queue the start for `node` (or any agent); return the id once an agent started it.
 
@@ -151,7 +163,14 @@ class ClusterFront:
         front; across fronts the starts in flight through the others are not yet seen).
         """
         request = StartRequest(
-            owner, command, tuple(args), dir, tuple(env), limits, run_as.name if run_as else ""
+            owner,
+            command,
+            tuple(args),
+            dir,
+            tuple(env),
+            limits,
+            run_as.name if run_as else "",
+            stdin,
         )
         size = len(command) + len(dir) + sum(len(s) for s in (*args, *env))
         if size > self.limits.max_request_bytes:
@@ -251,10 +270,49 @@ class ClusterFront:
         env: Sequence[str] = (),
         limits: JobLimits = NO_LIMITS,
         run_as: Account | None = None,
+        stdin: bool = False,
     ) -> int:
         return await self.start(
-            owner, command, args, dir, env, limits=limits, run_as=run_as, node=node
+            owner, command, args, dir, env, limits=limits, run_as=run_as, node=node, stdin=stdin
         )
+
+    async def write_stdin(self, job_id: int, data: bytes) -> None:
+        """Into the job's stdin on its agent: one request per chunk, answered once the job's pipe
+        has taken it, so a job that reads slowly holds back the caller (flow control)."""
+        await self._stdin_request(job_id, data, eof=False)
+
+    async def close_stdin(self, job_id: int) -> None:
+        await self._stdin_request(job_id, b"", eof=True)
+
+    async def _stdin_request(self, job_id: int, data: bytes, *, eof: bool) -> None:
+        info = self.status(job_id)
+        if not info.is_running:
+            raise StdinClosed(job_id)
+        headers = {STDIN_JOB: str(job_id)}
+        if eof:
+            headers[STDIN_EOF] = "1"
+        request = asyncio.ensure_future(
+            self._nc.request(
+                layout.stdin_subject(info.node), data, timeout=_STDIN_PATIENCE, headers=headers
+            )
+        )
+        ended = asyncio.ensure_future(self.wait(job_id))
+        try:
+            await asyncio.wait({request, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (request, ended):
+                task.cancel()
+            # Whichever lost: its outcome is not needed (and not left unretrieved).
+            await asyncio.gather(request, ended, return_exceptions=True)
+        if request.cancelled():
+            raise StdinClosed(job_id)  # the job ended (or was declared Lost) first
+        try:
+            reply = request.result()
+        except (NoRespondersError, NatsTimeout):
+            raise NodeUnavailable(f"node {info.node!r} of job {job_id} does not answer") from None
+        error = decode_error(json.loads(reply.data))
+        if error is not None:
+            raise error
 
     async def lookup(self, job_id: int) -> None:
         if job_id in self._records:

@@ -8,6 +8,8 @@
 - KV bucket jobd_jobs (R3): job records by id, written by agents (and by fronts for Lost).
 - KV bucket jobd_nodes (R3): agent heartbeats by node name, with a TTL (and fronts' probes).
 - Core subject `jobd.stop.NODE`: stop requests, request/reply to that node's agent.
+- Core subject `jobd.stdin.NODE`: a job's stdin, one request per chunk (the reply once the
+  job's pipe has taken it: flow control end to end), to that node's agent.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ __all__ = [
     "output_subject",
     "start_consumer",
     "start_subject",
+    "stdin_subject",
     "stop_subject",
     "validate_node_name",
 ]
@@ -109,6 +112,10 @@ def start_subject(node: str) -> str:
 
 def stop_subject(node: str) -> str:
     return f"jobd.stop.{node}"
+
+
+def stdin_subject(node: str) -> str:
+    return f"jobd.stdin.{node}"
 
 
 def output_subject(job_id: int) -> str:

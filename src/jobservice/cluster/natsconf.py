@@ -142,8 +142,14 @@ def _node_entry(name: str) -> dict[str, object]:
                     f"{layout.front_inbox()}.>",  # its answers to starts
                 ]
             },
-            "subscribe": {"allow": [f"{layout.node_inbox(name)}.>", layout.stop_subject(name)]},
-            "allow_responses": True,  # its answers to stops
+            "subscribe": {
+                "allow": [
+                    f"{layout.node_inbox(name)}.>",
+                    layout.stop_subject(name),
+                    layout.stdin_subject(name),  # its jobs' stdin, answered once written
+                ]
+            },
+            "allow_responses": True,  # its answers to stops and stdin
         },
     }
 
@@ -178,6 +184,7 @@ def _front_entry(name: str) -> dict[str, object]:
                     *(f"$JS.FC.{s}.>" for s in (output, _JOBS_KV, _NODES_KV)),
                     "jobd.start.>",
                     "jobd.stop.>",
+                    "jobd.stdin.>",  # a job's stdin, to the job's node
                     "jobd.out.*.e",  # the end marker of a job it declares Lost
                     f"$KV.{layout.JOBS_BUCKET}.>",  # ... and its Lost record, or removal
                     f"$KV.{layout.NODES_BUCKET}.{layout.FRONT_PROBE_PREFIX}>",  # its probe

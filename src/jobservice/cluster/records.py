@@ -22,10 +22,13 @@ from jobservice.core.errors import (
     JobNotRunning,
     LimitExceeded,
     SpawnFailed,
+    StdinClosed,
 )
 from jobservice.core.model import NO_LIMITS, ExitStatus, JobInfo, JobLimits, JobState, Usage
 
 __all__ = [
+    "STDIN_EOF",
+    "STDIN_JOB",
     "Heartbeat",
     "StartRequest",
     "decode_error",
@@ -33,6 +36,11 @@ __all__ = [
     "encode_error",
     "encode_info",
 ]
+
+
+# Headers of a stdin request (its payload is the chunk's bytes as they are).
+STDIN_JOB = "Jobd-Job"
+STDIN_EOF = "Jobd-Eof"
 
 
 def encode_info(info: JobInfo) -> bytes:
@@ -121,6 +129,7 @@ class StartRequest:
     env: tuple[str, ...]
     limits: JobLimits = NO_LIMITS  # already completed with the policy's defaults by the front
     run_as: str = ""  # the Unix account's name, looked up on the agent's host; "" = the agent's
+    stdin: bool = False  # a pipe that WriteStdin feeds (through the front), not /dev/null
 
     def encode(self) -> bytes:
         return json.dumps(
@@ -132,6 +141,7 @@ class StartRequest:
                 "env": list(self.env),
                 "limits": _limits_to_json(self.limits),
                 "run_as": self.run_as,
+                "stdin": self.stdin,
             }
         ).encode()
 
@@ -146,6 +156,7 @@ class StartRequest:
             env=tuple(str(e) for e in d["env"]),
             limits=_limits_from_json(d.get("limits") or {}),
             run_as=str(d.get("run_as", "")),
+            stdin=bool(d.get("stdin", False)),
         )
 
 
@@ -176,6 +187,7 @@ _ERRORS: dict[str, Callable[[str, int], JobError]] = {
     "LimitExceeded": lambda m, _: LimitExceeded(m),
     "SpawnFailed": lambda m, _: SpawnFailed(m),
     "CoordinatorClosed": lambda _m, _j: CoordinatorClosed(),
+    "StdinClosed": lambda _, job_id: StdinClosed(job_id),
 }
 
 

@@ -31,6 +31,7 @@ class JobBackend(Protocol):
         *,
         limits: JobLimits = NO_LIMITS,
         run_as: Account | None = None,
+        stdin: bool = False,
     ) -> int: ...
 
     async def stop(self, job_id: int) -> JobInfo: ...
@@ -97,4 +98,13 @@ class NodeDirectory(Protocol):
         env: Sequence[str] = (),
         limits: JobLimits = NO_LIMITS,
         run_as: Account | None = None,
+        stdin: bool = False,
     ) -> int: ...
+
+    async def write_stdin(self, job_id: int, data: bytes) -> None:
+        """Into the job's stdin on its node; returns once its pipe has taken every byte."""
+        ...
+
+    async def close_stdin(self, job_id: int) -> None:
+        """End-of-file on the job's stdin on its node."""
+        ...
