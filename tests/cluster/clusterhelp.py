@@ -143,9 +143,10 @@ class Cluster:
         )
         server.process = self.spawn(f"nats-{server.plan.name}", ["-c", str(config)])
 
-    def start_agent(self, name: str, *extra: str) -> Process:
-        """`jobd agent --name NAME`, ready (its heartbeat is in the cluster). A front must have
-        started first: fronts create the cluster's streams, agents wait for them."""
+    def start_agent(self, name: str, *extra: str, until: str | None = None) -> Process:
+        """`jobd agent --name NAME`, once its log matches `until` (by default: it is ready, its
+        heartbeat in the cluster). Fronts create the cluster's streams and agents wait for
+        them, so by default a front must have started first."""
         agent = self._spawn(
             f"agent-{name}",
             [
@@ -161,7 +162,7 @@ class Cluster:
                 *extra,
             ],
         )
-        agent.wait_for_log(f"jobd agent {name} ready")
+        agent.wait_for_log(until or f"jobd agent {name} ready")
         return agent
 
     def start_front(self, name: str, *extra: str) -> Jobd:

@@ -112,3 +112,24 @@ async def test_a_nats_server_killed_mid_stream_loses_no_byte(
     f1.process.wait()
     rest = await read_output(alice2, started.job_id, offset=half)
     assert output.data()[:half] + rest.data() == output.data()
+
+
+async def test_an_agent_started_before_any_front_waits_for_one(
+    cluster_pki: Path, tmp_path: Path, connect: Connect
+) -> None:
+    # Fronts alone may create the cluster's streams: an agent that comes first waits for them,
+    # stops cleanly on SIGTERM meanwhile, and is ready as soon as a front has made them.
+    cluster = Cluster(cluster_pki, tmp_path, size=1)
+    try:
+        cluster.start_servers()
+        waiting = "waiting for a front to create the cluster's streams"
+        early = cluster.start_agent("n1", until=waiting)
+        assert early.terminate() == 0
+        agent = cluster.start_agent("n1", until=waiting)
+        front = cluster.start_front("f1")
+        agent.wait_for_log("jobd agent n1 ready")
+        alice = await connect(front, "alice")
+        job = await alice.Start(pb.StartRequest(command="echo", args=["late"], node="n1"))
+        assert (await read_output(alice, job.job_id)).data() == b"late\n"
+    finally:
+        cluster.stop_all()
