@@ -139,8 +139,16 @@ class JobCoordinator:
         """
         if self._closed:
             raise CoordinatorClosed()
+        as_other = run_as is not None and not run_as.is_current()
         spec = make_spec(
-            command, args, dir, env, self.limits, env_defaults=env_defaults, stdin=stdin
+            command,
+            args,
+            dir,
+            env,
+            self.limits,
+            env_defaults=env_defaults,
+            stdin=stdin,
+            as_other=as_other,
         )
         check_job_limits(limits)
         self._check_capacity(owner)

@@ -11,6 +11,7 @@ detached from the group.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import os
@@ -208,6 +209,7 @@ async def spawn_confined(
         stdin=in_r,
         stdout=out_w,
         stderr=err_w,
+        path=spec.path,
     )
     try:
         pid = await spawner.spawn(order)
@@ -278,13 +280,35 @@ def _popen(
 
 def _refusal(spec: JobSpec, e: SpawnRefused) -> Exception:
     """The library's error for a job the spawner could not start (the same as from `spawn`)."""
-    if e.stage in ("dir", "exec"):
+    if e.stage == "dir":
+        return _directory_refusal(spec, e)
+    if e.stage == "exec" and not spec.executable:
+        return _search_refusal(spec, e)
+    if e.stage == "interp":  # found on PATH, but its #! names a missing program
+        return _spawn_error(dataclasses.replace(spec, executable=_on_path(spec)), e)
+    if e.stage == "exec":
         return _spawn_error(spec, e)
     what = {
         "cgroup": "cannot enter the job's cgroup",
         "account": "cannot switch to the job's account",
     }.get(e.stage, f"cannot start {spec.command} ({e.stage})")
     return SpawnFailed(f"{what}: {e.strerror}")
+
+
+def _directory_refusal(spec: JobSpec, e: OSError) -> Exception:
+    """As spec._check_directory words it, but found by the job's account."""
+    if e.errno == errno.ENOENT:
+        return DirectoryNotFound(f"directory not found: {spec.dir}")
+    if e.errno == errno.ENOTDIR:
+        return DirectoryNotFound(f"not a directory: {spec.dir}")
+    return DirectoryNotFound(f"cannot enter directory {spec.dir}: {e.strerror}")
+
+
+def _search_refusal(spec: JobSpec, e: OSError) -> Exception:
+    """As spec.resolve_command words it, but searched by the job's account."""
+    if e.errno in (errno.ENOENT, errno.ENOTDIR):
+        return CommandNotFound(f"command not found: {spec.command} (searched PATH={spec.path})")
+    return CommandNotExecutable(f"cannot execute {spec.command}: {e.strerror}")
 
 
 def _spawn_error(spec: JobSpec, e: OSError) -> Exception:
@@ -301,6 +325,15 @@ def _spawn_error(spec: JobSpec, e: OSError) -> Exception:
     if e.errno in (errno.EACCES, errno.EPERM, errno.ENOEXEC, errno.EISDIR, errno.ENOTDIR):
         return CommandNotExecutable(f"cannot execute {spec.command}: {e.strerror}")
     return SpawnFailed(f"cannot start {spec.command}: {e.strerror}")
+
+
+def _on_path(spec: JobSpec) -> str:
+    """The file the job's search found (for the message only): the first one on its PATH."""
+    for entry in spec.path.split(":"):
+        candidate = os.path.join(entry or spec.dir, spec.command)
+        if os.path.isfile(candidate):
+            return candidate
+    return spec.command
 
 
 def _interpreter(executable: str) -> str | None:

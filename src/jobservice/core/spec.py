@@ -30,11 +30,12 @@ class JobSpec:
     """A validated request: what to run, where, and with which environment."""
 
     command: str  # as the caller gave it; becomes argv[0]
-    executable: str  # the resolved file that is executed
+    executable: str  # the resolved file that is executed; "" to search `path` at exec
     args: tuple[str, ...]
     dir: str
     env: dict[str, str]
     stdin: bool = False  # a pipe for the caller to write to, instead of /dev/null
+    path: str = ""  # the PATH searched for `command`
 
 
 def make_spec(
@@ -46,21 +47,31 @@ def make_spec(
     *,
     env_defaults: Mapping[str, str] | None = None,
     stdin: bool = False,
+    as_other: bool = False,
 ) -> JobSpec:
     """Check a request against the limits and the file system; raise InvalidRequest and kin.
 
     `env_defaults` are the caller's (not the request's, so not counted against its limits):
-    variables the job gets when `env` does not set them.
+    variables the job gets when `env` does not set them. `as_other`: the job runs as another
+    account, which alone may look at the file system for it (as root we would tell a user
+    which files exist where the account may not look): the directory and the command are
+    then checked by the job's first process, as the account (process.spawn_confined).
     """
     args, env = tuple(args), tuple(env)
     _check_sizes(command, args, dir, env, limits)
-    directory = _check_directory(dir or "/")
+    directory = dir or "/"
+    if not os.path.isabs(directory):
+        raise InvalidRequest(f"directory {directory!r} must be an absolute path")
     environment = _parse_env(env)
     for name, value in (env_defaults or {}).items():
         environment.setdefault(name, value)
     path = environment.get("PATH", DEFAULT_PATH)
-    executable = resolve_command(command, path, directory)
-    return JobSpec(command, executable, args, directory, environment, stdin)
+    if as_other:
+        executable = os.path.join(directory, command) if "/" in command else ""
+    else:
+        _check_directory(directory)
+        executable = resolve_command(command, path, directory)
+    return JobSpec(command, executable, args, directory, environment, stdin, path)
 
 
 def _text_size(what: str, value: str) -> int:
@@ -113,8 +124,6 @@ def _parse_env(entries: tuple[str, ...]) -> dict[str, str]:
 
 
 def _check_directory(dir: str) -> str:
-    if not os.path.isabs(dir):
-        raise InvalidRequest(f"directory {dir!r} must be an absolute path")
     try:
         mode = os.stat(dir).st_mode
     except OSError:

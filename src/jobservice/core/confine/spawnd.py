@@ -22,8 +22,9 @@ directory the account may not enter is refused), the job's fds on 0-2, execve. E
 here is close-on-exec.
 
 REQUEST: NUL-terminated fields
-    UID GID DIR EXECUTABLE NPROCS PROCS... NARGV ARGV... ENV...
-UID and GID are empty to keep this process's own; ENV runs to the end (NAME=VALUE each).
+    UID GID DIR EXECUTABLE PATH NPROCS PROCS... NARGV ARGV... ENV...
+UID and GID are empty to keep this process's own; EXECUTABLE is empty to search PATH for
+ARGV[0] (as execvp does, as the job's account); ENV runs to the end (NAME=VALUE each).
 """
 
 from __future__ import annotations
@@ -95,8 +96,11 @@ class Cloner:
         return pid
 
 
-# uid, gid (None: keep ours), directory, executable, cgroup.procs files, argv, env
-Request = tuple[int | None, int | None, bytes, bytes, list[bytes], list[bytes], dict[bytes, bytes]]
+# uid, gid (None: keep ours), directory, executable ("": search path), path, cgroup.procs
+# files, argv, env
+Request = tuple[
+    int | None, int | None, bytes, bytes, bytes, list[bytes], list[bytes], dict[bytes, bytes]
+]
 
 
 def parse(request: bytes) -> Request:
@@ -104,10 +108,10 @@ def parse(request: bytes) -> Request:
     fields = request.split(b"\0")
     if fields and fields[-1] == b"":
         fields.pop()
-    uid, gid, directory, executable = fields[:4]
-    nprocs = int(fields[4])
-    procs = fields[5 : 5 + nprocs]
-    at = 5 + nprocs
+    uid, gid, directory, executable, path = fields[:5]
+    nprocs = int(fields[5])
+    procs = fields[6 : 6 + nprocs]
+    at = 6 + nprocs
     nargv = int(fields[at])
     argv = fields[at + 1 : at + 1 + nargv]
     env = {}
@@ -117,16 +121,16 @@ def parse(request: bytes) -> Request:
     if not argv:
         raise ValueError("no argv")
     ids = (int(uid) if uid else None, int(gid) if gid else None)
-    return (*ids, directory, executable, procs, argv, env)
+    return (*ids, directory, executable, path, procs, argv, env)
 
 
 def _child(job: Request, stdio: list[int], report: int) -> None:
     """The job's first process: never returns (execs, or exits 127 saying where it failed)."""
     stage = "cgroup"
     try:
-        uid, gid, directory, executable, procs, argv, env = job
-        for path in procs:
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        uid, gid, directory, executable, path, procs, argv, env = job
+        for procs_file in procs:
+            fd = os.open(procs_file, os.O_WRONLY | os.O_CLOEXEC)
             os.write(fd, b"0")  # 0: the writing process
             os.close(fd)
         stage = "session"
@@ -142,13 +146,40 @@ def _child(job: Request, stdio: list[int], report: int) -> None:
         for target, fd in enumerate(stdio):
             os.dup2(fd, target)  # the copy on 0-2 is inheritable; the original closes at exec
         stage = "exec"
-        os.execve(executable, argv, env)  # noqa: S606 - no shell: the job's own argv
+        if executable:
+            os.execve(executable, argv, env)  # noqa: S606 - no shell: the job's own argv
+        _exec_on_path(argv, path, env)
+    except _Interpreter as e:
+        os.write(report, f"interp {e.errno or 0}".encode())
     except OSError as e:
         os.write(report, f"{stage} {e.errno or 0}".encode())
     except BaseException:
         os.write(report, f"{stage} 0".encode())
     finally:
         os._exit(127)
+
+
+def _exec_on_path(argv: list[bytes], path: bytes, env: dict[bytes, bytes]) -> None:
+    """execve argv[0] from the first PATH entry that has it, as execvp: only raises.
+
+    ENOENT for a file that exists means its #! interpreter does not: stop there (stage
+    "interp"), as a shell says "bad interpreter" rather than searching on.
+    """
+    failure: OSError | None = None
+    for entry in path.split(b":"):
+        candidate = os.path.join(entry, argv[0])  # an empty entry: the directory we are in
+        try:
+            os.execve(candidate, argv, env)  # noqa: S606 - no shell: the job's own argv
+        except (FileNotFoundError, NotADirectoryError) as e:
+            if os.path.isfile(candidate):
+                raise _Interpreter(e.errno, e.strerror) from None
+        except OSError as e:
+            failure = failure or e  # as execvp: the first file found but not executable
+    raise failure or FileNotFoundError(2, "No such file or directory")
+
+
+class _Interpreter(OSError):
+    """A file on PATH whose #! names a program that is missing."""
 
 
 def spawn(cloner: Cloner, request: bytes | None, fds: list[int]) -> bytes:

@@ -55,7 +55,7 @@ class SpawnRefused(OSError):
 class SpawnOrder:
     """One job to start: what, where, as whom, in which cgroups, with which fds."""
 
-    executable: str
+    executable: str  # "" to search `path` for argv[0], as the job's account
     argv: Sequence[str]
     directory: str
     env: dict[str, str]
@@ -64,6 +64,7 @@ class SpawnOrder:
     stdin: int
     stdout: int
     stderr: int
+    path: str = ""
 
     def encode(self) -> bytes:
         """The request spawnd.parse reads: NUL-terminated fields."""
@@ -73,6 +74,7 @@ class SpawnOrder:
             str(gid).encode(),
             os.fsencode(self.directory),
             os.fsencode(self.executable),
+            os.fsencode(self.path),
             str(len(self.procs_files)).encode(),
             *map(os.fsencode, self.procs_files),
             str(len(self.argv)).encode(),
