@@ -9,7 +9,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 
-from jobservice.core.confine.cgroupfs import procs, read_bytes, remove_dir
+from jobservice.core.confine.cgroupfs import (
+    parse_int,
+    parse_keyed,
+    procs,
+    read_bytes,
+    remove_dir,
+)
 from jobservice.core.model import JobLimits, Usage
 
 __all__ = ["Confinement", "JobCgroup", "job_dir_name", "job_id_of", "job_ids_under"]
@@ -68,12 +74,16 @@ class JobCgroup(ABC):
     @property
     @abstractmethod
     def usage_files(self) -> tuple[Path, ...]:
-        """The files `usage_from` reads: CPU time, peak memory, OOM kills."""
+        """The files `usage_from` reads: cpu.stat, the peak memory, the OOM kill count."""
 
-    @abstractmethod
     def usage_from(self, contents: Sequence[bytes]) -> tuple[Usage, bool]:
         """CPU time and peak memory, and whether the kernel's OOM killer killed a process of
-        the job, from the contents of `usage_files` (empty for a missing file)."""
+        the job, from the contents of `usage_files` (empty for a missing file): a `cpu.stat`,
+        a file holding the peak in bytes, and a keyed file with an `oom_kill` count."""
+        cpu_stat, peak, oom_kills = contents
+        cpu = parse_keyed(cpu_stat).get("usage_usec", 0) / 1e6
+        oom = parse_keyed(oom_kills).get("oom_kill", 0) > 0
+        return Usage(cpu_seconds=cpu, peak_memory=parse_int(peak)), oom
 
     def usage(self) -> Usage:
         """CPU time and peak memory so far (read before `remove`)."""

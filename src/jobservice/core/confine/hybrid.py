@@ -10,13 +10,13 @@ always, in cpu and pids only when it has such a limit.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from pathlib import Path
 
 from jobservice.core.confine.base import Confinement, job_dir_name, job_ids_under
-from jobservice.core.confine.cgroupfs import parse_int, parse_keyed, remove_dir, write
+from jobservice.core.confine.cgroupfs import remove_dir, write
 from jobservice.core.confine.v2 import CPU_PERIOD_US, V2Job
-from jobservice.core.model import JobLimits, Usage
+from jobservice.core.model import JobLimits
 
 __all__ = ["V1_CONTROLLERS", "HybridConfinement", "HybridJob", "write_v1_limits"]
 
@@ -42,12 +42,6 @@ class HybridJob(V2Job):
             memory / "memory.max_usage_in_bytes",
             memory / "memory.oom_control",
         )
-
-    def usage_from(self, contents: Sequence[bytes]) -> tuple[Usage, bool]:
-        cpu_stat, peak, oom_control = contents
-        cpu = parse_keyed(cpu_stat).get("usage_usec", 0) / 1e6
-        oom = parse_keyed(oom_control).get("oom_kill", 0) > 0
-        return Usage(cpu_seconds=cpu, peak_memory=parse_int(peak)), oom
 
     @property
     def dirs(self) -> tuple[Path, ...]:

@@ -233,6 +233,7 @@ def finish(fields: list[bytes]) -> bytes:
 
 
 def _read(path: bytes) -> bytes:
+    # cgroupfs.read_bytes, again: this file runs on the standard library alone (python -I -S).
     try:
         with open(path, "rb", buffering=0) as f:
             return f.read(4096)

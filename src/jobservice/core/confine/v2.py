@@ -10,19 +10,16 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Sequence
 from pathlib import Path
 
 from jobservice.core.confine.base import Confinement, JobCgroup, job_dir_name, job_ids_under
 from jobservice.core.confine.cgroupfs import (
     own_cgroups,
-    parse_int,
-    parse_keyed,
     read_keyed,
     remove_dir,
     write,
 )
-from jobservice.core.model import JobLimits, Usage
+from jobservice.core.model import JobLimits
 
 __all__ = ["CONTROLLERS", "CPU_PERIOD_US", "V2Confinement", "V2Job", "write_v2_limits"]
 
@@ -63,12 +60,6 @@ class V2Job(JobCgroup):
     @property
     def usage_files(self) -> tuple[Path, ...]:
         return (self.path / "cpu.stat", self.path / "memory.peak", self.path / "memory.events")
-
-    def usage_from(self, contents: Sequence[bytes]) -> tuple[Usage, bool]:
-        cpu_stat, peak, events = contents
-        cpu = parse_keyed(cpu_stat).get("usage_usec", 0) / 1e6
-        oom = parse_keyed(events).get("oom_kill", 0) > 0
-        return Usage(cpu_seconds=cpu, peak_memory=parse_int(peak)), oom
 
     @property
     def dirs(self) -> tuple[Path, ...]:
