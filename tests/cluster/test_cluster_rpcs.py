@@ -123,6 +123,42 @@ async def test_output_is_byte_exact_through_two_fronts_at_once(
     assert rest.chunks[0].offset == middle
 
 
+async def test_a_follower_that_pauses_still_gets_every_byte(
+    one_server: Cluster, connect: Connect
+) -> None:
+    """A client that reads fast, stops while the server goes on sending, then reads on.
+
+    Reading fast grows the server's flow-control window (to 32 MiB); the pause leaves the front
+    holding that much for the follower. nats-py drops what goes over a subscription's pending
+    limit, and its ordered consumer counts a dropped message as delivered: with a 16 MiB limit
+    the read ended short, without an error.
+    """
+    f1, f2 = one_server.fronts
+    paused, other = await connect(f1, "alice"), await connect(f2, "alice")
+    writes = 1536  # 96 MiB
+    started = await paused.Start(writer(writes))
+    chunks: list[pb.OutputChunk] = []
+    final = whole = None
+    async with paused.Output.open() as stream:
+        await stream.send_message(pb.OutputRequest(job_id=started.job_id), end=True)
+        async for response in stream:
+            if not response.HasField("chunk"):
+                final = response.final_status
+                continue
+            chunks.append(response.chunk)
+            if whole is None and response.chunk.offset >= 32 << 20:
+                whole = await read_output(other, started.job_id)  # the pause: to the end
+    assert final is not None
+    ends = [c.offset + len(c.data) for c in chunks]
+    assert [c.offset for c in chunks] == [0, *ends[:-1]]
+    assert ends[-1] == final.output_bytes
+    out, err = expected(writes)
+    assert b"".join(c.data for c in chunks if c.stream == pb.STREAM_STDOUT) == out
+    assert b"".join(c.data for c in chunks if c.stream == pb.STREAM_STDERR) == err
+    assert whole is not None
+    assert whole.data() == b"".join(c.data for c in chunks)
+
+
 async def test_a_hidden_job_looks_absent_through_a_front(
     one_server: Cluster, connect: Connect
 ) -> None:

@@ -33,9 +33,12 @@ from jobservice.core.model import Chunk, Stream
 __all__ = ["Follower", "start_sequence"]
 
 _STREAMS = {"1": Stream.STDOUT, "2": Stream.STDERR}
-# What nats-py may hold for one follower whose client reads slowly (flow control keeps the
-# server from sending much more).
-_PENDING_BYTES = 16 << 20
+# No limit on what nats-py holds for one follower (0 = none): the server's flow control
+# bounds it (nats-server's JsFlowControlMaxPending, 32 MiB, unanswered at most). A limit
+# below that window dropped messages when the follower's gRPC client read slower than the
+# server sent, and nats-py's ordered consumer counts a dropped message as delivered, so the
+# bytes were lost without a gap being noticed (a 16 MiB limit truncated a 256 MiB read).
+_UNLIMITED = 0
 # How soon a follower of a job removed meanwhile (its output purged) notices and ends.
 _REMOVED_CHECK = 1.0
 # How far (in output bytes) a chunk can be stored out of order: the publisher resends at most
@@ -81,7 +84,8 @@ class Follower:
                 ordered_consumer=True,
                 deliver_policy=policy,
                 idle_heartbeat=2.0,
-                pending_bytes_limit=_PENDING_BYTES,
+                pending_bytes_limit=_UNLIMITED,
+                pending_msgs_limit=_UNLIMITED,
             ),
         )
         return self
