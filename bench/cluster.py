@@ -36,7 +36,7 @@ from jobservice.cluster.natsconf import ServerPlan, server_config
 from jobservice.security.cluster_pki import issue_cluster_certificates
 from jobservice.security.pki import load_certified_key
 
-__all__ = ["run"]
+__all__ = ["Agent", "run", "setup"]
 
 _NODES = ("n1", "n2", "n3")
 _WINDOW = 16
@@ -46,7 +46,7 @@ _READY_TIMEOUT = 60.0
 
 
 @dataclass
-class _Agent:
+class Agent:
     proc: subprocess.Popen[bytes]
 
     def rss_mib(self) -> float:
@@ -58,23 +58,8 @@ class _Agent:
 
 def run(ctx: Context) -> Section:
     section = Section("cluster", "Cluster: 3 NATS servers (R3), 2 agents, a front, on loopback")
-    pki = ctx.ws.pki
-    ca = load_certified_key(pki / "ca.pem", pki / "ca-private" / "ca.key")
-    issue_cluster_certificates(ca, pki, _NODES, ("f1",), days=1)
-    urls = _start_servers(ctx)
-    # As bench/confinement.py's "unconfined": jobs run as root, so the latency printer can run
-    # the venv's Python, on the agents and on the single host alike.
-    policy = ctx.ws.root / "policy-as-root.toml"
-    policy.write_text(
-        '[users.alice]\ngrants = [{ entity = "self", role = "task-manager" }]\nrun_as = "root"\n'
-    )
-    front = Jobd.start(
-        ctx.ws, "front", "--nats", urls, "--nats-cert", str(pki / "fronts" / "f1.pem"),
-        "--nats-key", str(pki / "fronts" / "f1.key"), "--policy", str(policy),
-    )  # fmt: skip
-    # After the front: fronts create the cluster's streams, agents wait for them.
-    agents = [_start_agent(ctx, name, urls) for name in ("n1", "n2")]
-    single = Jobd.start(ctx.ws, "single-host", "--policy", str(policy))
+    front, agents, _ = setup(ctx)
+    single = Jobd.start(ctx.ws, "single-host", "--policy", str(_policy(ctx)))
     try:
         idle = {"front": _settled(front), "agent": median([_settled_agent(a) for a in agents])}
         section.rows = [
@@ -101,8 +86,34 @@ def run(ctx: Context) -> Section:
     return section
 
 
-def _start_servers(ctx: Context) -> str:
+def setup(ctx: Context) -> tuple[Jobd, list[Agent], list[subprocess.Popen[bytes]]]:
+    """Three NATS servers, agents n1 and n2, front f1 (bench/profile.py profiles them too)."""
+    pki = ctx.ws.pki
+    ca = load_certified_key(pki / "ca.pem", pki / "ca-private" / "ca.key")
+    issue_cluster_certificates(ca, pki, _NODES, ("f1",), days=1)
+    urls, servers = _start_servers(ctx)
+    front = Jobd.start(
+        ctx.ws, "front", "--nats", urls, "--nats-cert", str(pki / "fronts" / "f1.pem"),
+        "--nats-key", str(pki / "fronts" / "f1.key"), "--policy", str(_policy(ctx)),
+    )  # fmt: skip
+    # After the front: fronts create the cluster's streams, agents wait for them.
+    agents = [_start_agent(ctx, name, urls) for name in ("n1", "n2")]
+    return front, agents, servers
+
+
+def _policy(ctx: Context) -> Path:
+    """As bench/confinement.py's "unconfined": jobs run as root, so the latency printer can run
+    the venv's Python, on the agents and on the single host alike."""
+    policy = ctx.ws.root / "policy-as-root.toml"
+    policy.write_text(
+        '[users.alice]\ngrants = [{ entity = "self", role = "task-manager" }]\nrun_as = "root"\n'
+    )
+    return policy
+
+
+def _start_servers(ctx: Context) -> tuple[str, list[subprocess.Popen[bytes]]]:
     ports = {name: (_free_port(), _free_port()) for name in _NODES}
+    servers = []
     for name, (client, route) in ports.items():
         others = [f"127.0.0.1:{r}" for other, (_, r) in ports.items() if other != name]
         plan = ServerPlan(name, "127.0.0.1", client, route, ctx.ws.root / f"store-{name}")
@@ -112,12 +123,14 @@ def _start_servers(ctx: Context) -> str:
         )
         log = ctx.ws.root / f"nats-{name}.log"
         with log.open("wb") as out:
-            PROCS.popen([tool("nats-server"), "-c", str(config)], stdout=out, stderr=out)
+            servers.append(
+                PROCS.popen([tool("nats-server"), "-c", str(config)], stdout=out, stderr=out)
+            )
         _wait_for(log, "Server is ready")
-    return ",".join(f"tls://127.0.0.1:{client}" for client, _ in ports.values())
+    return ",".join(f"tls://127.0.0.1:{client}" for client, _ in ports.values()), servers
 
 
-def _start_agent(ctx: Context, name: str, urls: str) -> _Agent:
+def _start_agent(ctx: Context, name: str, urls: str) -> Agent:
     pki = ctx.ws.pki
     log = ctx.ws.root / f"agent-{name}.log"
     args = [tool("jobd"), "agent", "--nats", urls, "--name", name, "--ca", str(pki / "ca.pem")]
@@ -131,7 +144,7 @@ def _start_agent(ctx: Context, name: str, urls: str) -> _Agent:
     with log.open("wb") as out:
         proc = PROCS.popen(args, stdout=out, stderr=out, env=child_env(ctx.ws))
     _wait_for(log, f"jobd agent {name} ready")
-    return _Agent(proc)
+    return Agent(proc)
 
 
 def _wait_for(log: Path, pattern: str) -> None:
@@ -142,7 +155,7 @@ def _wait_for(log: Path, pattern: str) -> None:
         time.sleep(0.05)
 
 
-def _settled_agent(agent: _Agent) -> float:
+def _settled_agent(agent: Agent) -> float:
     time.sleep(0.5)
     return median([agent.rss_mib() for _ in range(5)])
 
