@@ -25,6 +25,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
@@ -117,12 +119,20 @@ class ClusterFront:
         # This front's key in the nodes bucket, written every heartbeat interval to check that
         # the bucket takes writes (node names cannot start with the prefix).
         self._probe_key = f"{layout.FRONT_PROBE_PREFIX}{nc.new_inbox().rsplit('.', 1)[-1]}"
+        # Agents answer every start of this front on one subscription, `PREFIX.N` for the Nth
+        # start, rather than on a subscription made and removed per start (two more protocol
+        # messages per start, each passed on to every route of the cluster).
+        self._reply_prefix = nc.new_inbox()
+        self._started = 0
+        self._replies: dict[str, asyncio.Future[Msg]] = {}
+        self._reply_sub: Subscription | None = None
 
     async def open(self) -> None:
         """Make sure the layout exists, load every record and node, then keep them current."""
         buckets = await layout.create_layout(self._js, self._replicas)
         self._jobs: KeyValue = buckets.jobs
         self._nodes_kv: KeyValue = buckets.nodes
+        self._reply_sub = await self._nc.subscribe(f"{self._reply_prefix}.*", cb=self._on_reply)
         jobs_loaded, nodes_loaded = asyncio.Event(), asyncio.Event()
         self._tasks = [
             asyncio.create_task(self._watch(self._jobs, self._on_record, jobs_loaded)),
@@ -137,6 +147,9 @@ class ClusterFront:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._reply_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._reply_sub.unsubscribe()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._nodes_kv.delete(self._probe_key), 2)
 
@@ -199,8 +212,9 @@ class ClusterFront:
     ) -> int:
         """Queue `request` on `subject`; the job's id once an agent has started it. The id is
         put in `queued` as soon as the queue has given it out."""
-        inbox = self._nc.new_inbox()
-        replies = await self._nc.subscribe(inbox, max_msgs=1)
+        self._started += 1
+        inbox = f"{self._reply_prefix}.{self._started}"
+        answered = self._replies[inbox] = asyncio.get_running_loop().create_future()
         try:
             # Expires in the queue if no agent takes it in time, so it never starts late.
             # The message id makes a publish retried after a lost ack store one request.
@@ -220,16 +234,15 @@ class ClusterFront:
             if ack.seq in self._records:  # the watch was quicker than the ack
                 self._arrived(ack.seq)
             try:
-                reply = await replies.next_msg(timeout=self.start_timeout + 2)
-            except NatsTimeout:
+                reply = await asyncio.wait_for(answered, self.start_timeout + 2)
+            except TimeoutError:
                 where = f"node {node!r}" if node else "no agent"
                 raise NodeUnavailable(
                     f"{where} took the start within {self.start_timeout:g} s "
                     "(agents down or at capacity)"
                 ) from None
         finally:
-            with contextlib.suppress(Exception):
-                await replies.unsubscribe()
+            del self._replies[inbox]
         answer = json.loads(reply.data)
         error = decode_error(answer) if isinstance(answer, dict) else None
         if error is not None:
@@ -463,6 +476,12 @@ class ClusterFront:
                 log.info("%s: removed job %d", why, job_id)
                 removed.append(job_id)
         return removed
+
+    async def _on_reply(self, msg: Msg) -> None:
+        """An agent's answer to one of this front's starts (late or doubled ones are dropped)."""
+        answered = self._replies.get(msg.subject)
+        if answered is not None and not answered.done():
+            answered.set_result(msg)
 
     # -- nodes
 
