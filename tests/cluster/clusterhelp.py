@@ -101,7 +101,8 @@ class NatsServer:
 
 @dataclass
 class Cluster:
-    """`size` nats-servers (routed to one another when more than one), agents and fronts."""
+    """`size` nats-servers (routed to one another when more than one), agents and fronts;
+    `with Cluster(...) as cluster:` starts the servers and stops everything at the end."""
 
     pki: Path
     workdir: Path
@@ -117,6 +118,18 @@ class Cluster:
                 name, "127.0.0.1", free_port(), free_port(), self.workdir / f"store-{name}"
             )
             self.servers.append(NatsServer(plan))
+
+    def __enter__(self) -> Cluster:
+        """The servers started and ready; every process is stopped at the end of the block."""
+        try:
+            self.start_servers()
+        except BaseException:
+            self.stop_all()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop_all()
 
     @property
     def urls(self) -> str:

@@ -32,24 +32,16 @@ def cluster_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def one_server(cluster_pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """One nats-server, agents n1 and n2, fronts f1 and f2: shared by a module's tests."""
-    cluster = Cluster(cluster_pki, tmp_path_factory.mktemp("cluster1"), size=1)
-    try:
-        cluster.start_servers()
+    with Cluster(cluster_pki, tmp_path_factory.mktemp("cluster1"), size=1) as cluster:
         cluster.start_front("f1")  # fronts create the streams agents wait for
         cluster.start_front("f2")
         cluster.start_agent("n1")
         cluster.start_agent("n2")
         yield cluster
-    finally:
-        cluster.stop_all()
 
 
 @pytest.fixture
 def three_servers(cluster_pki: Path, tmp_path: Path) -> Iterator[Cluster]:
     """Three routed nats-servers, for a test to add agents and fronts to (and kill)."""
-    cluster = Cluster(cluster_pki, tmp_path, size=3)
-    try:
-        cluster.start_servers()
+    with Cluster(cluster_pki, tmp_path, size=3) as cluster:
         yield cluster
-    finally:
-        cluster.stop_all()

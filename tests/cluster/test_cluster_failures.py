@@ -36,9 +36,7 @@ async def _state_after_change(stub: JobServiceStub, job_id: int) -> pb.JobStatus
 async def test_a_killed_agents_jobs_become_lost(
     cluster_pki: Path, tmp_path: Path, connect: Connect
 ) -> None:
-    cluster = Cluster(cluster_pki, tmp_path, size=1)
-    try:
-        cluster.start_servers()
+    with Cluster(cluster_pki, tmp_path, size=1) as cluster:
         front = cluster.start_front("f1")
         doomed = cluster.start_agent("n1")
         cluster.start_agent("n2")
@@ -66,8 +64,6 @@ async def test_a_killed_agents_jobs_become_lost(
         assert (await alice.Status(pb.StatusRequest(job_id=job.job_id))).status.state == (
             pb.JOB_STATE_LOST
         )
-    finally:
-        cluster.stop_all()
 
 
 async def test_a_nats_server_killed_mid_stream_loses_no_byte(
@@ -119,9 +115,7 @@ async def test_an_agent_started_before_any_front_waits_for_one(
 ) -> None:
     # Fronts alone may create the cluster's streams: an agent that comes first waits for them,
     # stops cleanly on SIGTERM meanwhile, and is ready as soon as a front has made them.
-    cluster = Cluster(cluster_pki, tmp_path, size=1)
-    try:
-        cluster.start_servers()
+    with Cluster(cluster_pki, tmp_path, size=1) as cluster:
         waiting = "waiting for a front to create the cluster's streams"
         early = cluster.start_agent("n1", until=waiting)
         assert early.terminate() == 0
@@ -131,5 +125,3 @@ async def test_an_agent_started_before_any_front_waits_for_one(
         alice = await connect(front, "alice")
         job = await alice.Start(pb.StartRequest(command="echo", args=["late"], node="n1"))
         assert (await read_output(alice, job.job_id)).data() == b"late\n"
-    finally:
-        cluster.stop_all()

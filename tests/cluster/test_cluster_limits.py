@@ -21,17 +21,13 @@ _SLEEP = pb.StartRequest(command="sleep", args=["1000"])
 
 @pytest.fixture(scope="module")
 def limited(cluster_pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = Cluster(cluster_pki, tmp_path_factory.mktemp("limited"), size=1)
-    try:
-        cluster.start_servers()
+    with Cluster(cluster_pki, tmp_path_factory.mktemp("limited"), size=1) as cluster:
         cluster.start_front("f1", f"--max-jobs-per-user={_LIMIT}")
         cluster.start_front("f2", f"--max-jobs-per-user={_LIMIT}")
         # The agents allow the default (256 per user): only the fronts' limit can refuse.
         cluster.start_agent("n1")
         cluster.start_agent("n2")
         yield cluster
-    finally:
-        cluster.stop_all()
 
 
 async def _stop_all(stub: JobServiceStub, job_ids: list[int]) -> None:

@@ -14,9 +14,7 @@ from jobservice.api.v1 import jobservice_pb2 as pb
 async def test_an_agent_and_a_front_serve_their_own_metrics(
     cluster_pki: Path, tmp_path: Path, connect: Connect
 ) -> None:
-    cluster = Cluster(cluster_pki, tmp_path, size=1)
-    try:
-        cluster.start_servers()
+    with Cluster(cluster_pki, tmp_path, size=1) as cluster:
         front = cluster.start_front("f1", "--metrics-listen=127.0.0.1:0")
         agent = cluster.start_agent("n1", "--metrics-listen=127.0.0.1:0")
         alice = await connect(front, "alice")
@@ -37,5 +35,3 @@ async def test_an_agent_and_a_front_serve_their_own_metrics(
         at_front = scrape(metrics_url(front.wait_for_log(r"metrics on \S+").string))
         assert value(at_front, "jobd_rpcs_total", method="Start", code="OK") == 1
         assert value(at_front, "jobd_output_streamed_bytes_total") == 3
-    finally:
-        cluster.stop_all()

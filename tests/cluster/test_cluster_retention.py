@@ -25,16 +25,12 @@ _TIDY = ("--retain=1h", "--user-quota=200K", "--max-finished-per-user=4")
 @pytest.fixture(scope="module")
 def tidy(cluster_pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """One nats-server, agents n1 and n2, fronts f1 and f2 that apply a quota and a count."""
-    cluster = Cluster(cluster_pki, tmp_path_factory.mktemp("tidy"), size=1)
-    try:
-        cluster.start_servers()
+    with Cluster(cluster_pki, tmp_path_factory.mktemp("tidy"), size=1) as cluster:
         cluster.start_front("f1", *_TIDY)  # fronts create the streams agents wait for
         cluster.start_front("f2", *_TIDY)
         cluster.start_agent("n1")
         cluster.start_agent("n2")
         yield cluster
-    finally:
-        cluster.stop_all()
 
 
 def _agent(cluster: Cluster, name: str) -> Process:
@@ -123,9 +119,7 @@ async def _owned(stub: JobServiceStub, owner: str) -> set[int]:
 async def test_jobs_are_removed_once_past_retain(
     cluster_pki: Path, tmp_path: Path, connect: Connect
 ) -> None:
-    cluster = Cluster(cluster_pki, tmp_path, size=1)
-    try:
-        cluster.start_servers()
+    with Cluster(cluster_pki, tmp_path, size=1) as cluster:
         f1 = cluster.start_front("f1", "--retain=2s")
         f2 = cluster.start_front("f2", "--retain=2s")
         agent = cluster.start_agent("n1")
@@ -140,8 +134,6 @@ async def test_jobs_are_removed_once_past_retain(
         # A running job is never removed, however old.
         status = (await alice.Status(pb.StatusRequest(job_id=running.job_id))).status
         assert status.state == pb.JOB_STATE_RUNNING
-    finally:
-        cluster.stop_all()
 
 
 def _printing(size: int) -> pb.StartRequest:

@@ -22,9 +22,7 @@ _LOST_WITHIN = 10.0
 async def test_a_dead_agents_jobs_are_lost_within_ten_seconds(
     cluster_pki: Path, tmp_path: Path, connect: Connect
 ) -> None:
-    cluster = Cluster(cluster_pki, tmp_path, size=3)
-    try:
-        cluster.start_servers()
+    with Cluster(cluster_pki, tmp_path, size=3) as cluster:
         front = cluster.start_front("f1")
         alice = await connect(front, "alice")
         for _ in range(3):
@@ -41,5 +39,3 @@ async def test_a_dead_agents_jobs_are_lost_within_ten_seconds(
                     break
                 assert time.monotonic() - killed < _LOST_WITHIN, listed
                 await asyncio.sleep(0.1)
-    finally:
-        cluster.stop_all()
