@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from corehelp import collect, joined
 
 from jobservice.core import JobCoordinator, SpawnFailed
-from jobservice.core.confine import Account, Confinement
+from jobservice.core.confine import Account, Confinement, spawnd
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the spawner runs jobs as others")
 
@@ -105,3 +107,19 @@ async def test_many_large_starts_at_once_all_arrive(confined: JobCoordinator) ->
     )
     outputs = await asyncio.gather(*(collect(confined, job) for job in jobs))
     assert {joined(output) for output in outputs} == {b"50000\n"}
+
+
+@pytest.mark.parametrize("clone3", [True, False], ids=["clone3", "clone"])
+def test_the_clone_makes_the_child_its_callers_parents(clone3: bool) -> None:
+    """CLONE_PARENT by clone3, and by clone(2) where clone3 is filtered (systemd's
+    RestrictNamespaces answers it ENOSYS): the child is the spawner's parent's, here ours."""
+    script = (
+        f"import sys; sys.path.insert(0, {str(Path(spawnd.__file__).parent)!r}); import os; "
+        f"import spawnd; pid = spawnd.Cloner(clone3={clone3}).clone(); "
+        "pid or os.execv('/bin/sh', ['sh', '-c', 'exit 7']); print(pid)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", script], capture_output=True, text=True, check=True
+    )
+    _, status = os.waitpid(int(out.stdout), 0)  # ChildProcessError if it were not ours
+    assert os.waitstatus_to_exitcode(status) == 7

@@ -67,13 +67,13 @@ class _CloneArgs(ctypes.Structure):
 class Cloner:
     """fork(), except that the child's parent is our parent (jobd): clone3 or clone."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, clone3: bool = True) -> None:
         self._libc = ctypes.CDLL(None, use_errno=True)
         self._libc.syscall.restype = ctypes.c_long
         self._args = _CloneArgs(flags=_CLONE_PARENT)
         self._size = ctypes.c_size_t(ctypes.sizeof(self._args))
         self._old = _SYS_CLONE.get(os.uname().machine)
-        self._use_clone3 = True
+        self._use_clone3 = clone3  # False: straight to clone(2) (tests; it finds out itself)
 
     def clone(self) -> int:
         """0 in the child, its pid here; OSError if it could not be made."""
