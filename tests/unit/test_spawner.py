@@ -123,3 +123,19 @@ def test_the_clone_makes_the_child_its_callers_parents(clone3: bool) -> None:
     )
     _, status = os.waitpid(int(out.stdout), 0)  # ChildProcessError if it were not ours
     assert os.waitstatus_to_exitcode(status) == 7
+
+
+async def test_an_answer_nobody_waits_for_any_more_is_dropped_quietly(
+    confined: JobCoordinator,
+) -> None:
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    await confined.wait(await confined.start("a", "true"))  # the spawner runs
+    waiting = asyncio.ensure_future(confined.spawner.finish([], []))
+    while confined.spawner.in_flight == 0:  # asked; the answer is on its way
+        await asyncio.sleep(0)
+    waiting.cancel()
+    job = await confined.start("a", "echo", ["after"])
+    assert joined(await collect(confined, job)) == b"after\n"
+    assert errors == []  # no InvalidStateError from answering a cancelled request

@@ -233,9 +233,13 @@ class Spawner:
         answer, reader = self._waiting.popleft()
         self._room.release()
         try:
-            answer.set_result(reader(data))
+            result = reader(data)  # also when nobody waits any more: a refusal reaps its child
         except Exception as e:  # the request's own failure, for its caller
-            answer.set_exception(e)
+            if not answer.done():
+                answer.set_exception(e)
+            return
+        if not answer.done():  # done: its caller was cancelled (spawn's callers shield it)
+            answer.set_result(result)
 
     def _lost(self, why: str) -> None:
         """Forget the spawner: fail what waits for it, and let the next spawn start another."""
