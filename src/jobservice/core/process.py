@@ -30,7 +30,7 @@ from jobservice.core.errors import (
     SpawnFailed,
 )
 from jobservice.core.model import ExitStatus
-from jobservice.core.spec import JobSpec
+from jobservice.core.spec import JobSpec, directory_error, not_on_path
 
 __all__ = ["ProcessGroup", "group_members", "live_processes", "spawn", "spawn_confined"]
 
@@ -213,13 +213,11 @@ async def spawn_confined(
     )
     try:
         pid = await spawner.spawn(order)
-    except SpawnRefused as e:
+    except BaseException as e:
         for fd in (out_r, err_r, in_w):
             _close(fd)
-        raise _refusal(spec, e) from None
-    except BaseException:
-        for fd in (out_r, err_r, in_w):
-            _close(fd)
+        if isinstance(e, SpawnRefused):
+            raise _refusal(spec, e) from None
         raise
     finally:  # the job (or the spawner) has its own copies of these
         for fd in (out_w, err_w) + ((in_r,) if spec.stdin else ()):
@@ -280,8 +278,8 @@ def _popen(
 
 def _refusal(spec: JobSpec, e: SpawnRefused) -> Exception:
     """The library's error for a job the spawner could not start (the same as from `spawn`)."""
-    if e.stage == "dir":
-        return _directory_refusal(spec, e)
+    if e.stage == "dir":  # found by the job's account, worded as jobd's own check words it
+        return directory_error(spec.dir, e.errno or 0, e.strerror or "")
     if e.stage == "exec" and not spec.executable:
         return _search_refusal(spec, e)
     if e.stage == "interp":  # found on PATH, but its #! names a missing program
@@ -295,19 +293,10 @@ def _refusal(spec: JobSpec, e: SpawnRefused) -> Exception:
     return SpawnFailed(f"{what}: {e.strerror}")
 
 
-def _directory_refusal(spec: JobSpec, e: OSError) -> Exception:
-    """As spec._check_directory words it, but found by the job's account."""
-    if e.errno == errno.ENOENT:
-        return DirectoryNotFound(f"directory not found: {spec.dir}")
-    if e.errno == errno.ENOTDIR:
-        return DirectoryNotFound(f"not a directory: {spec.dir}")
-    return DirectoryNotFound(f"cannot enter directory {spec.dir}: {e.strerror}")
-
-
 def _search_refusal(spec: JobSpec, e: OSError) -> Exception:
     """As spec.resolve_command words it, but searched by the job's account."""
     if e.errno in (errno.ENOENT, errno.ENOTDIR):
-        return CommandNotFound(f"command not found: {spec.command} (searched PATH={spec.path})")
+        return not_on_path(spec.command, spec.path)
     return CommandNotExecutable(f"cannot execute {spec.command}: {e.strerror}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Mapping, Sequence
@@ -127,10 +128,25 @@ def _check_directory(dir: str) -> str:
     try:
         mode = os.stat(dir).st_mode
     except OSError:
-        raise DirectoryNotFound(f"directory not found: {dir}") from None
+        raise directory_error(dir, errno.ENOENT) from None
     if not stat.S_ISDIR(mode):
-        raise DirectoryNotFound(f"not a directory: {dir}")
+        raise directory_error(dir, errno.ENOTDIR)
     return dir
+
+
+def directory_error(dir: str, err: int, strerror: str = "") -> DirectoryNotFound:
+    """Why a job cannot start in `dir`, in the same words whoever found it: jobd's own check
+    above, or the job's first process entering it as the job's account."""
+    if err == errno.ENOENT:
+        return DirectoryNotFound(f"directory not found: {dir}")
+    if err == errno.ENOTDIR:
+        return DirectoryNotFound(f"not a directory: {dir}")
+    return DirectoryNotFound(f"cannot enter directory {dir}: {strerror}")
+
+
+def not_on_path(command: str, path: str) -> CommandNotFound:
+    """`command` is on no entry of `path` (searched by jobd, or by the job's account)."""
+    return CommandNotFound(f"command not found: {command} (searched PATH={path})")
 
 
 def resolve_command(command: str, path: str, directory: str) -> str:
@@ -153,7 +169,7 @@ def resolve_command(command: str, path: str, directory: str) -> str:
             found_unusable = f"cannot execute {candidate}: {problem}"
     if found_unusable:
         raise CommandNotExecutable(found_unusable)
-    raise CommandNotFound(f"command not found: {command} (searched PATH={path})")
+    raise not_on_path(command, path)
 
 
 def _executable_problem(candidate: str) -> str:
