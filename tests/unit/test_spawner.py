@@ -1,25 +1,61 @@
-"""The spawner (core/confine/spawnd.py): confined jobs are jobd's own children, started clean.
+"""The spawner (core/confine/spawnd.c, or spawnd.py without a compiler): confined jobs are
+jobd's own children, started clean.
 
 Each test compares with what the plain path (Popen in jobd) gives, or kills the real spawner
-process: no part of it is replaced.
+process: no part of it is replaced. Every test runs against both spawners.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from corehelp import collect, joined
 
 from jobservice.core import JobCoordinator, SpawnFailed
-from jobservice.core.confine import Account, Confinement, spawnd
+from jobservice.core.confine import Account, Confinement, spawnd, spawner
+from jobservice.core.confine.spawner import Spawner
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the spawner runs jobs as others")
+
+PROGRAMS = {"compiled": [str(spawner.COMPILED)], "python": spawner.python_program()}
+
+
+@pytest.fixture(params=sorted(PROGRAMS))
+def program(request: pytest.FixtureRequest) -> list[str]:
+    if request.param == "compiled" and not os.access(spawner.COMPILED, os.X_OK):
+        pytest.fail("jobd-spawnd is not built: `make dev` builds it (test_it_is_built says why)")
+    return PROGRAMS[request.param]
+
+
+@pytest.fixture
+async def confined(
+    tmp_path: Path, confinement: Confinement, program: list[str]
+) -> AsyncIterator[JobCoordinator]:
+    """A confined coordinator whose spawner is `program` (the conftest's, with each spawner)."""
+    c = JobCoordinator(tmp_path / "data", stop_grace=1.0, confinement=confinement)
+    c.spawner.close()  # not started yet: its place is taken before any job
+    c.spawner = Spawner(program)
+    yield c
+    await c.close()
+
+
+def test_it_is_built_where_there_is_a_compiler() -> None:
+    """`make dev` builds jobd-spawnd wherever `cc` is: a failed build would leave jobd on the
+    slower Python spawner without a word."""
+    if shutil.which(os.environ.get("CC", "cc")) is None:
+        pytest.skip("no C compiler: jobd uses spawnd.py")
+    assert os.access(spawner.COMPILED, os.X_OK)
+    assert spawner.default_program() == [str(spawner.COMPILED)]
+
 
 # What a job (the shell) learns of itself: its parent, session, open fds (which its commands
 # inherit) and signal dispositions (idem, those it ignores).
@@ -139,3 +175,105 @@ async def test_an_answer_nobody_waits_for_any_more_is_dropped_quietly(
     job = await confined.start("a", "echo", ["after"])
     assert joined(await collect(confined, job)) == b"after\n"
     assert errors == []  # no InvalidStateError from answering a cancelled request
+
+
+@pytest.fixture
+def channel(program: list[str]) -> Iterator[socket.socket]:
+    """A spawner process on a socketpair of ours, to speak its protocol byte by byte."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    process = subprocess.Popen([*program, str(theirs.fileno())], pass_fds=[theirs.fileno()], env={})
+    theirs.close()
+    ours.settimeout(30)
+    yield ours
+    ours.close()  # end-of-file: it exits
+    assert process.wait(30) == 0
+
+
+def _ask(channel: socket.socket, message: bytes, fds: list[int] | None = None) -> bytes:
+    socket.send_fds(channel, [message], fds or [])
+    return channel.recv(1 << 16)
+
+
+def _request(*fields: bytes) -> bytes:
+    return b"".join(f + b"\0" for f in fields)
+
+
+def test_bad_requests_are_refused_and_it_serves_on(channel: socket.socket, tmp_path: Path) -> None:
+    null = os.open(os.devnull, os.O_RDWR)
+    three = [null, null, null]
+    good = _request(b"", b"", b"/", b"/bin/sh", b"", b"0", b"3", b"sh", b"-c", b"exit 3")
+    refused = b"E request 22 0"
+    try:
+        assert _ask(channel, b"S" + good, [null]) == refused  # one fd, not three
+        assert _ask(channel, b"S" + good, [null] * 4) == refused  # four without a memfd
+        assert _ask(channel, b"S", three) == refused  # empty
+        assert _ask(channel, b"S" + _request(b"", b"", b"/", b"", b""), three) == refused
+        for fields in (
+            (b"x", b"", b"/", b"", b"", b"0", b"1", b"true"),  # a uid that is no number
+            (b"", b"", b"/", b"", b"", b"9", b"1", b"true"),  # more procs than fields
+            (b"", b"", b"/", b"", b"", b"0", b"0"),  # no argv
+            (b"", b"", b"/", b"", b"", b"0", b"5", b"true"),  # more argv than fields
+            (b"", b"", b"/", b"", b"", b"-1", b"1", b"true"),  # a negative count
+        ):
+            assert _ask(channel, b"S" + _request(*fields), three) == refused, fields
+        assert _ask(channel, b"M", three) == refused  # no memfd before the three
+        assert _ask(channel, b"X", []) == refused  # no such request
+        assert _ask(channel, b"F" + _request(b"nine"), []).startswith(b"F 22\0")
+        assert _ask(channel, b"F" + _request(b"3", b"/x"), []).startswith(b"F 22\0")
+        # Still serving: a good request starts a job (our child, by CLONE_PARENT).
+        answer = _ask(channel, b"S" + good, three).decode().split()
+        assert answer[0] == "P"
+        _, status = os.waitpid(int(answer[1]), 0)
+        assert os.waitstatus_to_exitcode(status) == 3
+    finally:
+        os.close(null)
+
+
+def test_a_finish_reads_files_then_removes_dirs(channel: socket.socket, tmp_path: Path) -> None:
+    usage = tmp_path / "cpu.stat"
+    usage.write_bytes(b"usage_usec 7\n" * 400)  # 5,600 bytes: the first 4,096 are read
+    group = tmp_path / "group"
+    group.mkdir()
+    busy = tmp_path / "busy"
+    (busy / "inside").mkdir(parents=True)
+    fields = [b"2", bytes(usage), bytes(tmp_path / "missing"), bytes(group), bytes(busy)]
+    answer = _ask(channel, b"F" + _request(*fields))
+    status, first, second, end = answer.split(b"\0")
+    assert status == b"F 39"  # ENOTEMPTY: the first rmdir that failed
+    assert first == usage.read_bytes()[:4096]
+    assert (second, end) == (b"", b"")
+    assert not group.exists()
+    assert busy.exists()
+
+
+def test_the_path_search_is_execvps(channel: socket.socket, tmp_path: Path) -> None:
+    """As the job's account: a directory without the file is passed over, one whose file is
+    not executable is remembered (EACCES unless found later), a missing #! interpreter stops
+    the search ("interp"), and the first that runs wins."""
+    null = os.open(os.devnull, os.O_RDWR)
+    bare, locked, runs, broken = (tmp_path / d for d in ("bare", "locked", "runs", "broken"))
+    for d in (bare, locked, runs, broken):
+        d.mkdir()
+    (locked / "job").write_text("#!/bin/sh\nexit 1\n")
+    (runs / "job").write_text("#!/bin/sh\nexit 4\n")
+    (runs / "job").chmod(0o755)
+    (broken / "job").write_text("#!/no/such/interpreter\n")
+    (broken / "job").chmod(0o755)
+
+    def start(path: Path | str) -> list[str]:
+        fields = (b"", b"", b"/", b"", os.fsencode(path), b"0", b"1", b"job")
+        return _ask(channel, b"S" + _request(*fields), [null] * 3).decode().split()
+
+    try:
+        answer = start(f"{bare}:{locked}:{runs}")
+        assert answer[0] == "P"
+        assert os.waitstatus_to_exitcode(os.waitpid(int(answer[1]), 0)[1]) == 4
+        for path, refusal in ((f"{bare}:{locked}", ["exec", "13"]), (bare, ["exec", "2"])):
+            answer = start(path)
+            assert answer[1:3] == refusal
+            assert os.waitstatus_to_exitcode(os.waitpid(int(answer[3]), 0)[1]) == 127
+        answer = start(f"{broken}:{runs}")
+        assert answer[1:3] == ["interp", "2"]
+        os.waitpid(int(answer[3]), 0)
+    finally:
+        os.close(null)

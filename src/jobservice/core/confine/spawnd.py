@@ -109,10 +109,10 @@ def parse(request: bytes) -> Request:
     if fields and fields[-1] == b"":
         fields.pop()
     uid, gid, directory, executable, path = fields[:5]
-    nprocs = int(fields[5])
+    nprocs = _number(fields[5], len(fields) - 7)
     procs = fields[6 : 6 + nprocs]
     at = 6 + nprocs
-    nargv = int(fields[at])
+    nargv = _number(fields[at], len(fields) - at - 1)
     argv = fields[at + 1 : at + 1 + nargv]
     env = {}
     for entry in fields[at + 1 + nargv :]:
@@ -120,8 +120,16 @@ def parse(request: bytes) -> Request:
         env[name] = value
     if not argv:
         raise ValueError("no argv")
-    ids = (int(uid) if uid else None, int(gid) if gid else None)
+    ids = (_number(uid) if uid else None, _number(gid) if gid else None)
     return (*ids, directory, executable, path, procs, argv, env)
+
+
+def _number(field: bytes, most: int = 0xFFFFFFFE) -> int:
+    """A decimal count or id no larger than `most` (ValueError otherwise: int() alone would
+    take a sign, spaces and underscores)."""
+    if not field.isdigit() or int(field) > most:
+        raise ValueError(f"not a number up to {most}: {field!r}")
+    return int(field)
 
 
 def _child(job: Request, stdio: list[int], report: int) -> None:
@@ -219,7 +227,7 @@ def spawn(cloner: Cloner, request: bytes | None, fds: list[int]) -> bytes:
 
 def finish(fields: list[bytes]) -> bytes:
     """Read a job's usage files, then remove its (empty) cgroup directories."""
-    count = int(fields[0])
+    count = _number(fields[0], len(fields) - 1)
     contents = [_read(path) for path in fields[1 : 1 + count]]
     status = 0
     for path in fields[1 + count :]:
@@ -267,7 +275,10 @@ def main() -> None:
             if kind in (b"S", b"M"):
                 reply = spawn(cloner, body if kind == b"S" else None, fds)
             elif kind == b"F":
-                reply = finish(body.split(b"\0")[:-1])
+                try:
+                    reply = finish(body.split(b"\0")[:-1])
+                except (ValueError, IndexError):
+                    reply = b"F 22\0"
             else:
                 reply = b"E request 22 0"
         finally:

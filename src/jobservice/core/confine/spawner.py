@@ -26,11 +26,21 @@ from typing import Any
 from jobservice.core.confine.account import Account
 from jobservice.core.errors import SpawnFailed
 
-__all__ = ["SpawnOrder", "SpawnRefused", "Spawner", "SpawnerGone"]
+__all__ = [
+    "COMPILED",
+    "SpawnOrder",
+    "SpawnRefused",
+    "Spawner",
+    "SpawnerGone",
+    "default_program",
+    "python_program",
+]
 
 log = logging.getLogger(__name__)
 
-_PROGRAM = Path(__file__).with_name("spawnd.py")
+_PYTHON = Path(__file__).with_name("spawnd.py")
+COMPILED = Path(__file__).with_name("jobd-spawnd")  # spawnd.c, built by `make dev`
+_ANSWER_MAX = 1 << 16  # bytes: a finish's answer holds its usage files' contents
 _INLINE = 60_000  # bytes: a larger request goes in a memfd (a message holds 64 KiB)
 _IN_FLIGHT = 64  # requests sent and not yet answered, at most
 _EXIT_WAIT = 5.0  # seconds the spawner has to exit at close before it is killed
@@ -84,10 +94,24 @@ class SpawnOrder:
         return b"".join(f + b"\0" for f in fields)
 
 
+def default_program() -> list[str]:
+    """The compiled spawner if `make dev` built it, else the Python one (slower per start)."""
+    if os.access(COMPILED, os.X_OK):
+        return [str(COMPILED)]
+    return python_program()
+
+
+def python_program() -> list[str]:
+    """spawnd.py, run by this interpreter in isolated mode (no site, no environment)."""
+    return [sys.executable, "-I", "-S", str(_PYTHON)]
+
+
 class Spawner:
     """The spawner process and the requests in flight to it."""
 
-    def __init__(self) -> None:
+    def __init__(self, program: Sequence[str] | None = None) -> None:
+        # The command, to which the socket's fd is appended: default_program() unless given.
+        self._program = list(program) if program is not None else default_program()
         self._process: subprocess.Popen[bytes] | None = None
         self._channel: socket.socket | None = None
         # Answers come in the order of the requests: each waits with how to read its answer.
@@ -200,7 +224,7 @@ class Spawner:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-I", "-S", str(_PROGRAM), str(theirs.fileno())],
+                [*self._program, str(theirs.fileno())],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 pass_fds=(theirs.fileno(),),
@@ -215,13 +239,13 @@ class Spawner:
         ours.setblocking(False)
         asyncio.get_running_loop().add_reader(ours.fileno(), self._on_answer)
         self._channel = ours
-        log.debug("spawner started: pid %d", self._process.pid)
+        log.info("spawner started: %s (pid %d)", " ".join(self._program), self._process.pid)
         return ours
 
     def _on_answer(self) -> None:
         assert self._channel is not None
         try:
-            data = self._channel.recv(256)
+            data = self._channel.recv(_ANSWER_MAX)
         except BlockingIOError:
             return
         except OSError as e:

@@ -1,0 +1,351 @@
+/*
+ * jobd-spawnd: the spawner of spawnd.py, compiled, with one vfork per job instead of a copy of
+ * a Python interpreter. The protocol, the child's steps and their order are spawnd.py's (read
+ * its docstring first); spawner.py runs this program when `make dev` has built it and falls
+ * back to spawnd.py otherwise. tests/unit/test_spawner.py runs the same tests against both.
+ *
+ * The child is made with clone(CLONE_VM | CLONE_VFORK | CLONE_PARENT): it borrows our memory
+ * (no page tables are copied: this is what makes it cheaper than the Python spawner's clone)
+ * and runs on a stack of its own while we wait, in the kernel, until it has exec'd or exited.
+ * It is jobd's child, not ours (CLONE_PARENT), exactly as with spawnd.py. It reports a failure
+ * by writing the stage and errno into our memory, which it shares, then exits 127.
+ *
+ * In the child only system calls: no malloc, no stdio, no locks. Credentials are changed with
+ * the raw system calls (glibc's wrappers would try to change every thread's, which is only
+ * ours here but is not the child's to do). We install no signal handlers, so no handler of
+ * ours can run in the child on our memory; every disposition is the default (set at start).
+ *
+ * Build: cc -O2 -o jobd-spawnd spawnd.c (the Makefile adds hardening flags). Usage: jobd-spawnd FD
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#define MAX_MESSAGE (1 << 16)       /* jobd sends larger requests in a memfd */
+#define MAX_REQUEST (64u << 20)     /* a memfd's request, at most (exec takes far less) */
+#define MAX_FDS 4                   /* a memfd and the job's three */
+#define MAX_USAGE_FILES 8           /* a finish reads 3 */
+#define USAGE_READ 4096             /* bytes of each usage file, as spawnd.py */
+#define CHILD_STACK (256 * 1024)
+#define MAX_REPLY (16 + MAX_USAGE_FILES * (USAGE_READ + 1))
+
+/* One job, parsed: pointers into the request's buffer (every field is NUL-terminated). */
+struct job {
+    int set_ids;
+    uid_t uid;
+    gid_t gid;
+    const char *dir;
+    const char *executable; /* "": search path for argv[0] */
+    const char *path;
+    char **procs; /* NULL-terminated */
+    char **argv;  /* NULL-terminated */
+    char **envp;  /* NULL-terminated */
+    int stdio[3];
+};
+
+/* What the child tells us: written in our memory (CLONE_VM) before it exits 127. */
+struct report {
+    const struct job *job;
+    volatile int failed;
+    volatile int err;
+    const char *volatile stage;
+    char candidate[PATH_MAX + NAME_MAX + 2]; /* the path search's buffer */
+};
+
+static char *child_stack_top;
+
+/* ---- the child: system calls only ---------------------------------------------------- */
+
+static void fail(struct report *r, const char *stage, int err) {
+    r->stage = stage;
+    r->err = err;
+    r->failed = 1;
+    _exit(127);
+}
+
+/* os.path.join(entry, name) as spawnd.py's search does: an absolute name stands alone, an
+ * empty entry means the directory we are in. 0, or ENAMETOOLONG. */
+static int join(char *out, size_t size, const char *entry, size_t entry_len, const char *name) {
+    size_t name_len = strlen(name);
+    size_t at = 0;
+    if (name[0] != '/' && entry_len > 0) {
+        if (entry_len + 1 >= size) return ENAMETOOLONG;
+        memcpy(out, entry, entry_len);
+        at = entry_len;
+        if (out[at - 1] != '/') out[at++] = '/';
+    }
+    if (at + name_len + 1 > size) return ENAMETOOLONG;
+    memcpy(out + at, name, name_len + 1);
+    return 0;
+}
+
+/* execve argv[0] from the first PATH entry that has it, as execvp: returns only on failure.
+ * ENOENT for a file that exists means its #! interpreter does not: stop there ("interp"). */
+static void exec_on_path(struct report *r) {
+    const struct job *j = r->job;
+    int first = 0; /* as execvp: the first file found but not executable */
+    const char *entry = j->path;
+    for (;;) {
+        const char *end = strchr(entry, ':');
+        size_t len = end ? (size_t)(end - entry) : strlen(entry);
+        int err = join(r->candidate, sizeof r->candidate, entry, len, j->argv[0]);
+        if (err == 0) {
+            execve(r->candidate, j->argv, j->envp);
+            err = errno;
+            struct stat st;
+            if ((err == ENOENT || err == ENOTDIR) && stat(r->candidate, &st) == 0 &&
+                S_ISREG(st.st_mode))
+                fail(r, "interp", err);
+        }
+        if (err != ENOENT && err != ENOTDIR && first == 0) first = err;
+        if (!end) break;
+        entry = end + 1;
+    }
+    fail(r, "exec", first ? first : ENOENT);
+}
+
+static int child_main(void *arg) {
+    struct report *r = arg;
+    const struct job *j = r->job;
+    for (char **procs = j->procs; *procs; procs++) {
+        int fd = open(*procs, O_WRONLY | O_CLOEXEC);
+        if (fd < 0) fail(r, "cgroup", errno);
+        if (write(fd, "0", 1) != 1) fail(r, "cgroup", errno); /* 0: the writing process */
+        close(fd);
+    }
+    if (setsid() < 0) fail(r, "session", errno);
+    if (j->set_ids) {
+        gid_t groups[1] = {j->gid}; /* its own group only: none of ours */
+        if (syscall(SYS_setgroups, 1, groups) != 0) fail(r, "account", errno);
+        if (syscall(SYS_setresgid, j->gid, j->gid, j->gid) != 0) fail(r, "account", errno);
+        if (syscall(SYS_setresuid, j->uid, j->uid, j->uid) != 0) fail(r, "account", errno);
+    }
+    if (chdir(j->dir) != 0) fail(r, "dir", errno);
+    for (int target = 0; target < 3; target++) /* the copy on 0-2 is inheritable */
+        if (dup2(j->stdio[target], target) < 0) fail(r, "stdio", errno);
+    if (j->executable[0]) {
+        execve(j->executable, j->argv, j->envp);
+        fail(r, "exec", errno);
+    }
+    exec_on_path(r);
+    return 127; /* not reached */
+}
+
+/* ---- the spawner --------------------------------------------------------------------- */
+
+/* A decimal id, or -1 (empty or malformed). */
+static long long parse_id(const char *s) {
+    if (!*s) return -1;
+    unsigned long long v = 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9') return -2;
+        v = v * 10 + (unsigned)(*s - '0');
+        if (v > 0xfffffffeULL) return -2; /* (uid_t)-1 means "unchanged" to the kernel */
+    }
+    return (long long)v;
+}
+
+/* A count no larger than `max`, or -1. */
+static long parse_count(const char *s, size_t max) {
+    long long v = parse_id(s);
+    return v < 0 || (unsigned long long)v > max ? -1 : (long)v;
+}
+
+/* Parse REQUEST (spawnd.parse): 0, or -1 if malformed. `buf` holds `len` bytes plus one
+ * spare, and `fields` room for len + 2 pointers; the job's arrays point into both. */
+static int parse(char *buf, size_t len, char **fields, struct job *j) {
+    if (len == 0 || buf[len - 1] != '\0') buf[len++] = '\0'; /* the last field's terminator */
+    size_t n = 0;
+    for (size_t at = 0; at < len; at += strlen(buf + at) + 1) fields[n++] = buf + at;
+    if (n < 7) return -1;
+    long long uid = parse_id(fields[0]), gid = parse_id(fields[1]);
+    if (uid < -1 || gid < -1) return -1;
+    j->set_ids = uid >= 0 && gid >= 0;
+    j->uid = (uid_t)uid;
+    j->gid = (gid_t)gid;
+    j->dir = fields[2];
+    j->executable = fields[3];
+    j->path = fields[4];
+    long nprocs = parse_count(fields[5], n - 7);
+    if (nprocs < 0) return -1;
+    size_t at = 6 + (size_t)nprocs;
+    long nargv = parse_count(fields[at], n - at - 1);
+    if (nargv <= 0) return -1; /* no argv */
+    /* fields: ... PROCS... NARGV ARGV... ENV...: NULL-terminate the three lists in place, by
+     * moving ENV one place on and putting NULLs where NARGV and the gap were. */
+    size_t env_at = at + 1 + (size_t)nargv, nenv = n - env_at;
+    memmove(fields + env_at + 1, fields + env_at, nenv * sizeof *fields);
+    fields[env_at + 1 + nenv] = NULL;
+    fields[env_at] = NULL;
+    j->envp = fields + env_at + 1;
+    j->argv = fields + at + 1;
+    j->procs = fields + 6;
+    fields[at] = NULL;
+    return 0;
+}
+
+static int answer(int channel, const char *reply, size_t len) {
+    return send(channel, reply, len, MSG_NOSIGNAL) == (ssize_t)len ? 0 : -1;
+}
+
+/* Start the job a message describes; the answer, in `reply`. */
+static size_t spawn(char kind, char *body, size_t len, int *fds, int nfds, char *reply) {
+    char *request = NULL, **fields = NULL;
+    size_t out;
+    struct job job;
+    if (kind == 'M') { /* the request is in a memfd, before the job's three fds */
+        struct stat st;
+        if (nfds < 1 || fstat(fds[0], &st) != 0 || st.st_size < 0 ||
+            (uint64_t)st.st_size > MAX_REQUEST)
+            goto malformed;
+        len = (size_t)st.st_size;
+        request = malloc(len + 1);
+        if (!request) goto malformed;
+        for (size_t got = 0; got < len;) {
+            ssize_t n = pread(fds[0], request + got, len - got, (off_t)got);
+            if (n <= 0) goto malformed;
+            got += (size_t)n;
+        }
+        body = request;
+        fds++;
+        nfds--;
+    }
+    if (nfds != 3) goto malformed;
+    fields = malloc((len + 2) * sizeof *fields);
+    if (!fields || parse(body, len, fields, &job) != 0) goto malformed;
+    memcpy(job.stdio, fds, sizeof job.stdio);
+
+    struct report report = {.job = &job};
+    int pid = clone(child_main, child_stack_top, CLONE_VM | CLONE_VFORK | CLONE_PARENT, &report);
+    if (pid < 0)
+        out = (size_t)snprintf(reply, MAX_REPLY, "E clone %d 0", errno);
+    else if (report.failed)
+        out = (size_t)snprintf(reply, MAX_REPLY, "E %s %d %d", report.stage, report.err, pid);
+    else
+        out = (size_t)snprintf(reply, MAX_REPLY, "P %d", pid);
+    free(fields);
+    free(request);
+    return out;
+malformed:
+    free(fields);
+    free(request);
+    return (size_t)snprintf(reply, MAX_REPLY, "E request %d 0", EINVAL);
+}
+
+/* F + N + FILES... + DIRS... (NUL-terminated): read N usage files, then rmdir the groups. */
+static size_t finish(char *body, size_t len, char *reply) {
+    char *fields[1 + MAX_USAGE_FILES + 16];
+    size_t n = 0, at = 0;
+    if (len == 0 || body[len - 1] != '\0') return (size_t)snprintf(reply, 16, "F %d", EINVAL) + 1;
+    for (; at < len && n < sizeof fields / sizeof *fields; at += strlen(body + at) + 1)
+        fields[n++] = body + at;
+    if (at < len) return (size_t)snprintf(reply, 16, "F %d", E2BIG) + 1;
+    long count = n ? parse_count(fields[0], MAX_USAGE_FILES) : -1;
+    if (count < 0 || (size_t)count > n - 1) return (size_t)snprintf(reply, 16, "F %d", EINVAL) + 1;
+    /* the status goes first but is known last: read the files after room for it */
+    char contents[MAX_USAGE_FILES * (USAGE_READ + 1)];
+    size_t used = 0;
+    for (long i = 0; i < count; i++) {
+        int fd = open(fields[1 + i], O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            ssize_t got = read(fd, contents + used, USAGE_READ);
+            if (got > 0 && !memchr(contents + used, '\0', (size_t)got)) used += (size_t)got;
+            close(fd);
+        }
+        contents[used++] = '\0'; /* empty if missing or unreadable */
+    }
+    int status = 0;
+    for (size_t i = 1 + (size_t)count; i < n; i++)
+        if (rmdir(fields[i]) != 0 && errno != ENOENT && status == 0) status = errno;
+    at = (size_t)snprintf(reply, 16, "F %d", status) + 1;
+    memcpy(reply + at, contents, used);
+    return at + used;
+}
+
+static void reset_signals(void) {
+    /* What a job inherits from us: default dispositions, nothing blocked. */
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    for (int sig = 1; sig < NSIG; sig++) sigaction(sig, &dfl, NULL); /* fails for KILL, STOP */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s FD (started by jobd: see spawnd.py)\n", argv[0]);
+        return 2;
+    }
+    char *end;
+    long channel = strtol(argv[1], &end, 10);
+    if (*end || channel < 0 || channel > INT_MAX || fcntl((int)channel, F_SETFD, FD_CLOEXEC) != 0) {
+        fprintf(stderr, "%s: %s is not an open descriptor\n", argv[0], argv[1]);
+        return 2;
+    }
+    reset_signals();
+    /* 0-2 open (on /dev/null if they were not), so that no job's fd we receive lands there. */
+    int null = open("/dev/null", O_RDWR);
+    while (null >= 0 && null < 3) null = dup(null);
+    if (null >= 3) close(null);
+    /* The child's stack, with a guard page below it; reused: one child at a time uses it. */
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    char *stack = mmap(NULL, CHILD_STACK + page, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED || mprotect(stack, page, PROT_NONE) != 0) {
+        perror("jobd-spawnd: the child's stack");
+        return 1;
+    }
+    child_stack_top = stack + page + CHILD_STACK;
+
+    static char message[MAX_MESSAGE + 1]; /* + 1: parse's spare byte */
+    static char reply[MAX_REPLY];
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(MAX_FDS * sizeof(int))];
+    } control;
+    for (;;) {
+        struct iovec iov = {.iov_base = message, .iov_len = MAX_MESSAGE};
+        struct msghdr msg = {
+            .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+            .msg_controllen = sizeof control.buf};
+        ssize_t got = recvmsg((int)channel, &msg, MSG_CMSG_CLOEXEC);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) return 0; /* jobd's end is gone */
+        int fds[MAX_FDS], nfds = 0;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+            size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t i = 0; i < count; i++) {
+                int fd;
+                memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+                if (nfds < MAX_FDS) fds[nfds++] = fd; else close(fd);
+            }
+        }
+        if (got == 0) return 0; /* jobd closed its end: it is shutting down (or gone) */
+        size_t out;
+        char kind = message[0];
+        if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
+            out = (size_t)snprintf(reply, sizeof reply, "E request %d 0", EINVAL);
+        else if (kind == 'S' || kind == 'M')
+            out = spawn(kind, message + 1, (size_t)got - 1, fds, nfds, reply);
+        else if (kind == 'F')
+            out = finish(message + 1, (size_t)got - 1, reply);
+        else
+            out = (size_t)snprintf(reply, sizeof reply, "E request %d 0", EINVAL);
+        for (int i = 0; i < nfds; i++) close(fds[i]);
+        if (answer((int)channel, reply, out) != 0) return 0;
+    }
+}
