@@ -13,7 +13,7 @@ dev: $(STAMP) spawnd
 # The compiled spawner (docs/confinement.md, "The spawner"): confined jobs start faster through
 # it. Without a C compiler jobd uses the Python one (src/jobservice/core/confine/spawnd.py).
 SPAWND := src/jobservice/core/confine/jobd-spawnd
-SPAWND_CFLAGS := -O2 -Wall -Wextra -Wshadow -Wconversion -D_FORTIFY_SOURCE=2 \
+SPAWND_CFLAGS := -O2 -pthread -Wall -Wextra -Wshadow -Wconversion -D_FORTIFY_SOURCE=2 \
 	-fstack-protector-strong -fPIE -pie -Wl,-z,relro,-z,now
 spawnd: $(SPAWND)
 

@@ -277,3 +277,38 @@ def test_the_path_search_is_execvps(channel: socket.socket, tmp_path: Path) -> N
         os.waitpid(int(answer[3]), 0)
     finally:
         os.close(null)
+
+
+# An account no other process on the host uses: the attack below signals all of its processes.
+_STRANGER = Account("jobd-test-stopper", 64_998, 64_998, "/")
+# As that account only (it checks), stop every process of the account, over and over. Never
+# run this as anyone else: `kill -STOP -1` as root stops the whole machine.
+_STOPPER = f'[ "$(id -u)" = {_STRANGER.uid} ] || exit 9; while :; do kill -STOP -1; done'
+
+
+@pytest.mark.timeout(60)  # without the watchdog, the stopped start holds the spawner for good
+async def test_a_start_stopped_before_exec_is_killed_not_waited_for(
+    confined: JobCoordinator,
+) -> None:
+    """Between switching account and exec, the child may be signalled by any process of the
+    account. One that stops it would hold the spawner, and every start behind it, for good."""
+    stopper = await confined.start("a", "sh", ["-c", _STOPPER], run_as=_STRANGER)
+    # A long PATH search before the exec that succeeds: a window of some milliseconds in which
+    # the stopper, a few microseconds a round, cannot miss the child.
+    path = ":".join(f"/nonexistent/{i}" for i in range(3000)) + ":/bin"
+    refusal = ""
+    try:
+        for _ in range(20):
+            try:
+                await confined.start("a", "true", env=[f"PATH={path}"], run_as=_STRANGER)
+            except SpawnFailed as exc:
+                refusal = str(exc)
+                break
+    finally:
+        await confined.stop(stopper)
+    assert "a signal stopped it before it could run, so it was killed" in refusal
+    ended = confined.status(stopper).exit
+    assert ended is not None
+    assert ended.signal == signal.SIGTERM  # stopped by us: it ran (exit 9: as someone else)
+    job = await confined.start("a", "echo", ["after"], run_as=_STRANGER)
+    assert joined(await collect(confined, job)) == b"after\n"

@@ -286,6 +286,11 @@ def _refusal(spec: JobSpec, e: SpawnRefused) -> Exception:
         return _spawn_error(dataclasses.replace(spec, executable=_on_path(spec)), e)
     if e.stage == "exec":
         return _spawn_error(spec, e)
+    if e.stage == "stopped":  # by a signal, e.g. from another process of the job's account
+        return SpawnFailed(
+            f"cannot start {spec.command}: a signal stopped it before it could run, so it was "
+            "killed (any process of the account it runs as may signal it)"
+        )
     what = {
         "cgroup": "cannot enter the job's cgroup",
         "account": "cannot switch to the job's account",

@@ -15,12 +15,20 @@
  * ours here but is not the child's to do). We install no signal handlers, so no handler of
  * ours can run in the child on our memory; every disposition is the default (set at start).
  *
- * Build: cc -O2 -o jobd-spawnd spawnd.c (the Makefile adds hardening flags). Usage: jobd-spawnd FD
+ * One guard more than spawnd.py needs a thread for: once the child has switched account, any
+ * process of that account may stop it (SIGSTOP) before it execs, and we would wait in the
+ * kernel for good, with every start of every user behind it. A watchdog thread looks at a child
+ * that has not exec'd after a second; if it is stopped, it kills it through the pidfd the
+ * kernel gave us (CLONE_PIDFD: no pid reuse), and the start is refused as "stopped".
+ *
+ * Build: cc -O2 -pthread -o jobd-spawnd spawnd.c (the Makefile adds hardening flags).
+ * Usage: jobd-spawnd FD
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
@@ -32,6 +40,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_MESSAGE (1 << 16)       /* jobd sends larger requests in a memfd */
@@ -66,6 +75,19 @@ struct report {
 };
 
 static char *child_stack_top;
+
+/* The child being started, for the watchdog: all under `lock`, but `pidfd`, which the kernel
+ * writes during clone (before the child runs) while we wait there. */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    unsigned long starts; /* how many children have been started: tells one from the next */
+    int busy;             /* a child is between clone and exec */
+    volatile int pidfd;   /* its pidfd, or -1 */
+    int stopped;          /* the watchdog found it stopped and killed it */
+} watch = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, -1, 0};
+
+#define STOPPED_CHECK_SECONDS 1
 
 /* ---- the child: system calls only ---------------------------------------------------- */
 
@@ -142,6 +164,97 @@ static int child_main(void *arg) {
     }
     exec_on_path(r);
     return 127; /* not reached */
+}
+
+/* ---- the watchdog thread ------------------------------------------------------------- */
+
+/* Whether the process behind `pidfd` is stopped (or traced): state T or t in its stat. */
+static int is_stopped(int pidfd) {
+    char path[64], text[512];
+    snprintf(path, sizeof path, "/proc/self/fdinfo/%d", pidfd);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t got = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (got <= 0) return 0;
+    text[got] = '\0';
+    const char *pid = strstr(text, "Pid:");
+    if (!pid) return 0;
+    snprintf(path, sizeof path, "/proc/%ld/stat", strtol(pid + 4, NULL, 10));
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    got = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (got <= 0) return 0;
+    text[got] = '\0';
+    const char *end = strrchr(text, ')'); /* after the command name, which may hold anything */
+    return end && (end[2] == 'T' || end[2] == 't');
+}
+
+static void *watchdog(void *unused) {
+    (void)unused;
+    pthread_mutex_lock(&watch.lock);
+    for (;;) {
+        while (!watch.busy) pthread_cond_wait(&watch.changed, &watch.lock);
+        unsigned long start = watch.starts;
+        struct timespec deadline;
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
+        deadline.tv_sec += STOPPED_CHECK_SECONDS;
+        while (watch.busy && watch.starts == start)
+            if (pthread_cond_timedwait(&watch.changed, &watch.lock, &deadline) == ETIMEDOUT) break;
+        if (watch.busy && watch.starts == start && watch.pidfd >= 0 && is_stopped(watch.pidfd)) {
+            syscall(SYS_pidfd_send_signal, watch.pidfd, SIGKILL, NULL, 0);
+            watch.stopped = 1;
+        }
+    }
+    return NULL;
+}
+
+static void start_watchdog(void) {
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&watch.changed, &attr);
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* signals are the main thread's to take */
+    pthread_t thread;
+    int err = pthread_create(&thread, NULL, watchdog, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (err != 0) {
+        fprintf(stderr, "jobd-spawnd: cannot start the watchdog: %s\n", strerror(err));
+        exit(1);
+    }
+}
+
+/* clone the child for `report`, watched; its pid, or -1 with errno. */
+static int clone_watched(struct report *report, int *stopped) {
+    static int with_pidfd = CLONE_PIDFD; /* 0 where the kernel lacks it (before 5.2) */
+    int pidfd = -1;
+    pthread_mutex_lock(&watch.lock);
+    watch.starts++;
+    watch.busy = 1;
+    watch.pidfd = -1;
+    watch.stopped = 0;
+    pthread_cond_signal(&watch.changed);
+    pthread_mutex_unlock(&watch.lock);
+    int flags = CLONE_VM | CLONE_VFORK | CLONE_PARENT;
+    int pid = clone(child_main, child_stack_top, flags | with_pidfd, report, &watch.pidfd);
+    if (pid < 0 && errno == EINVAL && with_pidfd) {
+        with_pidfd = 0;
+        pid = clone(child_main, child_stack_top, flags, report, NULL);
+    }
+    int err = errno;
+    pthread_mutex_lock(&watch.lock);
+    watch.busy = 0;
+    pidfd = pid >= 0 && with_pidfd ? watch.pidfd : -1;
+    watch.pidfd = -1;
+    *stopped = watch.stopped;
+    pthread_cond_signal(&watch.changed);
+    pthread_mutex_unlock(&watch.lock);
+    if (pidfd >= 0) close(pidfd);
+    errno = err;
+    return pid;
 }
 
 /* ---- the spawner --------------------------------------------------------------------- */
@@ -229,9 +342,12 @@ static size_t spawn(char kind, char *body, size_t len, int *fds, int nfds, char 
     memcpy(job.stdio, fds, sizeof job.stdio);
 
     struct report report = {.job = &job};
-    int pid = clone(child_main, child_stack_top, CLONE_VM | CLONE_VFORK | CLONE_PARENT, &report);
+    int stopped;
+    int pid = clone_watched(&report, &stopped);
     if (pid < 0)
         out = (size_t)snprintf(reply, MAX_REPLY, "E clone %d 0", errno);
+    else if (stopped) /* killed before exec: it exited, as a refused child does */
+        out = (size_t)snprintf(reply, MAX_REPLY, "E stopped %d %d", EINTR, pid);
     else if (report.failed)
         out = (size_t)snprintf(reply, MAX_REPLY, "E %s %d %d", report.stage, report.err, pid);
     else
@@ -309,6 +425,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     child_stack_top = stack + page + CHILD_STACK;
+    start_watchdog();
 
     static char message[MAX_MESSAGE + 1]; /* + 1: parse's spare byte */
     static char reply[MAX_REPLY];

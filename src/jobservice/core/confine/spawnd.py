@@ -1,12 +1,14 @@
 """The spawner: a small process of jobd's that starts confined jobs. Standard library only.
 
-jobd runs this file as `python -I -S spawnd.py FD`, FD being its end of a SOCK_SEQPACKET
-socketpair, and talks to it with `spawner.Spawner`. Requests, each answered in the order asked:
+jobd runs this file as `python -I -S spawnd.py FD` when the compiled spawner (spawnd.c, the
+same protocol) was not built. FD is its end of a SOCK_SEQPACKET socketpair; jobd talks to it
+with `spawner.Spawner`. Requests, each answered in the order asked:
 
 - `S` + REQUEST, with the job's stdin, stdout and stderr as descriptors (or `M` with a memfd
   holding REQUEST before them, for a request too large for one message): start a job. Answer
   `P PID` once it has exec'd, or `E STAGE ERRNO PID` when its first process failed before
-  exec (that process has exited with status 127; jobd reaps it).
+  exec (that process has exited with status 127; jobd reaps it), or was found stopped before
+  exec and killed (STAGE `stopped`). A malformed request is answered `E request 22 0`.
 - `F` + N + FILES... + DIRS... (NUL-terminated): once a job has ended, read its N usage files
   then remove its cgroup directories. Answer `F ERRNO` (0, or the first rmdir's failure), then
   each file's contents (empty if missing), NUL-terminated.
@@ -30,8 +32,10 @@ ARGV[0] (as execvp does, as the job's account); ENV runs to the end (NAME=VALUE 
 from __future__ import annotations
 
 import ctypes
+import errno
 import gc
 import os
+import select
 import signal
 import socket
 import sys
@@ -39,6 +43,7 @@ import sys
 __all__ = ["main"]
 
 _MAX_MESSAGE = 1 << 16  # jobd sends larger requests in a memfd
+_STOPPED_CHECK_MS = 1000  # a child not exec'd by then is looked at: is it stopped?
 _CLONE_PARENT = 0x00008000
 _SYS_CLONE3 = 435  # the same on every architecture (added in Linux 5.3)
 # The old clone(2), for where clone3 is filtered out (seccomp profiles that answer ENOSYS). With
@@ -213,16 +218,46 @@ def spawn(cloner: Cloner, request: bytes | None, fds: list[int]) -> bytes:
             _child(job, stdio, report)
         os.close(report)
         report = -1
-        failure = b""
-        while chunk := os.read(readable, 256):  # end-of-file: it exec'd (the pipe closed)
-            failure += chunk
+        failure, stopped = _await_exec(readable, pid)
     finally:
         os.close(readable)
         if report >= 0:
             os.close(report)
+    if stopped:  # killed before exec: it exited, as a refused child does
+        return f"E stopped {errno.EINTR} {pid}".encode()
     if failure:
         return b"E " + failure + f" {pid}".encode()
     return f"P {pid}".encode()
+
+
+def _await_exec(readable: int, pid: int) -> tuple[bytes, bool]:
+    """What the child reported before exec (nothing: it exec'd, the pipe closed at end of
+    file), and whether it had to be killed because it was stopped.
+
+    Once the child has switched account, any process of that account may stop it (SIGSTOP)
+    before it execs; waiting for good would hold every start of every user behind it. So a
+    child that has not exec'd after a second is looked at, and killed if it is stopped. Its
+    pid is not reused meanwhile: it is jobd's child, which reaps it only after our answer.
+    """
+    poller = select.poll()
+    poller.register(readable, select.POLLIN)
+    failure, stopped = b"", False
+    while True:
+        if not poller.poll(_STOPPED_CHECK_MS):
+            if not stopped and _is_stopped(pid):
+                os.kill(pid, signal.SIGKILL)
+                stopped = True
+            continue
+        chunk = os.read(readable, 256)
+        if not chunk:
+            return failure, stopped
+        failure += chunk
+
+
+def _is_stopped(pid: int) -> bool:
+    """Whether the process is stopped (or traced): state T or t in its stat."""
+    stat = _read(f"/proc/{pid}/stat".encode())
+    return stat.rpartition(b")")[2][1:2] in (b"T", b"t")  # after the name, which may hold ")"
 
 
 def finish(fields: list[bytes]) -> bytes:

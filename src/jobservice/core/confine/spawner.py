@@ -53,7 +53,8 @@ class SpawnerGone(SpawnFailed):
 class SpawnRefused(OSError):
     """The job's first process failed before exec: `stage` says where, errno why.
 
-    `stage` is one of cgroup, session, account, dir, stdio, exec, clone, request.
+    `stage` is one of cgroup, session, account, dir, stdio, exec, interp, clone, request, or
+    stopped (a signal stopped it before exec; the spawner killed it rather than wait).
     """
 
     def __init__(self, stage: str, errno: int, filename: str | None) -> None:
