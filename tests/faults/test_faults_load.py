@@ -40,17 +40,18 @@ def log_fds(jobd: Jobd, job_id: int) -> int:
 
 
 def job_children(pid: int) -> list[int]:
-    """Live (non-zombie) child processes of jobd `pid` but its spawner (core/confine/spawnd.py:
-    a child of jobd's for its whole life, which starts confined jobs)."""
+    """Live (non-zombie) child processes of jobd `pid` but its spawner (core/confine/spawnd.c
+    or spawnd.py: a child of jobd's for its whole life, which starts confined jobs)."""
     return [child for child in children(pid) if not _is_spawner(child)]
 
 
 def _is_spawner(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"spawnd.py" in f.read()
+            argv = f.read().split(b"\0")
     except OSError:
         return False
+    return any(arg.endswith((b"/jobd-spawnd", b"/spawnd.py")) for arg in argv[:4])
 
 
 def children(pid: int) -> list[int]:
