@@ -309,6 +309,7 @@ class JobCoordinator:
     async def _close_cgroup(self, cgroup: JobCgroup) -> tuple[Usage, bool]:
         """Read an ended job's usage and rmdir its groups, in the spawner (off the event loop,
         and no thread of ours waits in the kernel)."""
+        cgroup.release()
         try:
             contents = await self.spawner.finish(cgroup.usage_files, cgroup.dirs)
         except SpawnerGone:  # closed, or died: the thread way still works

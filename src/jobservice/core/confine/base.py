@@ -102,8 +102,13 @@ class JobCgroup(ABC):
     def dirs(self) -> tuple[Path, ...]:
         """The group's directory in each hierarchy, in the order `remove` removes them."""
 
+    @abstractmethod
+    def release(self) -> None:
+        """Close what the group holds open (see V2Job.watch); idempotent."""
+
     def remove(self) -> None:
         """Remove the (empty) group from every hierarchy."""
+        self.release()
         for path in self.dirs:
             remove_dir(path)
 

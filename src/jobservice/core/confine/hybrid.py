@@ -10,6 +10,7 @@ always, in cpu and pids only when it has such a limit.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Collection
 from pathlib import Path
 
@@ -30,11 +31,11 @@ class HybridJob(V2Job):
         super().__init__(path)
         self.v1 = v1
 
-    @property
+    @functools.cached_property
     def procs_files(self) -> tuple[Path, ...]:
         return (self.path / "cgroup.procs", *(d / "cgroup.procs" for d in self.v1.values()))
 
-    @property
+    @functools.cached_property
     def usage_files(self) -> tuple[Path, ...]:
         memory = self.v1["memory"]
         return (
@@ -43,7 +44,7 @@ class HybridJob(V2Job):
             memory / "memory.oom_control",
         )
 
-    @property
+    @functools.cached_property
     def dirs(self) -> tuple[Path, ...]:
         return (self.path, *self.v1.values())
 
@@ -85,6 +86,7 @@ class HybridConfinement(Confinement):
         job = self._job(job_dir_name(job_id), wanted)
         self.make_job_dir(job_id, job.path)
         try:
+            job.watch()
             for path in job.v1.values():
                 path.mkdir(exist_ok=True)
             write_v1_limits(job.v1, limits)

@@ -8,6 +8,7 @@ enables cpu, memory and pids below its root and writes each limit into the job's
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 from jobservice.core.confine.base import Confinement, JobCgroup, job_dir_name, job_ids_under
 from jobservice.core.confine.cgroupfs import (
     own_cgroups,
+    parse_keyed,
     read_keyed,
     remove_dir,
     write,
@@ -33,10 +35,25 @@ class V2Job(JobCgroup):
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._events: int | None = None  # cgroup.events, held open from `watch` to `release`
 
-    @property
+    @functools.cached_property
     def procs_files(self) -> tuple[Path, ...]:
         return (self.path / "cgroup.procs",)
+
+    def watch(self) -> None:
+        """Get ready, off the event loop, for what the loop asks of a new job's group: hold
+        cgroup.events open, so that `populated` (once per job, at its end) is a pread (opening
+        a cgroup file waits on the lock that every cgroup mkdir and rmdir of the host holds:
+        ~0.1 ms a job under a burst of starts, against ~1 us), and make its paths."""
+        if self._events is None:
+            self._events = os.open(self.path / "cgroup.events", os.O_RDONLY | os.O_CLOEXEC)
+        _ = (self.procs_files, self.usage_files, self.dirs)  # cached now, in this thread
+
+    def release(self) -> None:
+        if self._events is not None:
+            os.close(self._events)
+            self._events = None
 
     def kill(self) -> None:
         try:
@@ -55,13 +72,20 @@ class V2Job(JobCgroup):
             write(self.path / "cgroup.freeze", "0")
 
     def populated(self) -> bool:
-        return read_keyed(self.path / "cgroup.events").get("populated", 0) != 0
+        if self._events is None:
+            events = read_keyed(self.path / "cgroup.events")
+        else:
+            try:
+                events = parse_keyed(os.pread(self._events, 4096, 0))
+            except OSError:  # removed meanwhile (ENODEV): nothing is in it
+                events = {}
+        return events.get("populated", 0) != 0
 
-    @property
+    @functools.cached_property
     def usage_files(self) -> tuple[Path, ...]:
         return (self.path / "cpu.stat", self.path / "memory.peak", self.path / "memory.events")
 
-    @property
+    @functools.cached_property
     def dirs(self) -> tuple[Path, ...]:
         return (self.path,)
 
@@ -109,6 +133,7 @@ class V2Confinement(Confinement):
         self.make_job_dir(job_id, path)
         job = V2Job(path)
         try:
+            job.watch()
             write_v2_limits(path, limits)
         except BaseException:  # whatever it was, no half-made group is left behind
             job.remove()
