@@ -311,6 +311,17 @@ async def feed_stdin(stub: JobServiceStub, job_id: int, *chunks: bytes) -> tuple
     return Status.OK, reply.bytes_written
 
 
+async def list_all(stub: JobServiceStub, page_size: int = 0) -> list[list[pb.JobStatus]]:
+    """Every page of List, following the tokens."""
+    pages, token = [], ""
+    while True:
+        response = await stub.List(pb.ListRequest(page_size=page_size, page_token=token))
+        pages.append(list(response.jobs))
+        token = response.next_page_token
+        if not token:
+            return pages
+
+
 async def read_output(
     stub: JobServiceStub,
     job_id: int,

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from grpclib.const import Status
 from hostilehelp import fd_count, rss_kib, wait_until
-from jobdhelp import Connect, Jobd, JobdLauncher, read_output, status_of
+from jobdhelp import Connect, Jobd, JobdLauncher, list_all, read_output, status_of
 
 from jobservice.api import JobServiceStub
 from jobservice.api.v1 import jobservice_pb2 as pb
@@ -237,18 +237,23 @@ async def test_a_burst_of_jobs_all_start_run_and_are_reaped(
         print(f"\n{jobs} starts in {elapsed:.1f} s ({jobs / elapsed:.0f}/s)")
 
         async def all_exited() -> bool:
-            listed = (await stubs[0].List(pb.ListRequest())).jobs
-            return all(job.state == pb.JOB_STATE_EXITED for job in listed)
+            return all(job.state == pb.JOB_STATE_EXITED for job in await _listed(stubs[0]))
 
         deadline = time.monotonic() + 60
         while not await all_exited():
             assert time.monotonic() < deadline, "jobs still running a minute after the burst"
             await asyncio.sleep(0.2)
     assert sorted(ids) == list(range(jobs * rounds + 1)), "every id once, none skipped"
-    listed = (await stubs[0].List(pb.ListRequest())).jobs
+    listed = await _listed(stubs[0])
+    assert len(listed) == len(ids)
     assert {job.exit_code for job in listed} == {0}
     assert job_children(server.pid) == [], "every job process was reaped"
     assert await wait_until(lambda: fd_count(server.pid) <= fds, 10), "descriptors leaked"
+
+
+async def _listed(stub: JobServiceStub) -> list[pb.JobStatus]:
+    """Every job, from every page of List (a page holds 100)."""
+    return [job for page in await list_all(stub, page_size=1000) for job in page]
 
 
 async def test_the_running_jobs_limit_over_all_users(

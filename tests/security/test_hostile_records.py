@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from grpclib.const import Status
 from hostilehelp import rss_kib, wait_until
-from jobdhelp import Connect, JobdLauncher, read_output, status_of
+from jobdhelp import Connect, JobdLauncher, list_all, read_output, status_of
 
-from jobservice.api import JobServiceStub
 from jobservice.api.pages import DEFAULT_PAGE_SIZE, MAX_PAGE_BYTES
 from jobservice.api.v1 import jobservice_pb2 as pb
 from jobservice.core import Limits
@@ -18,17 +17,6 @@ from jobservice.core import Limits
 MIB = 1 << 10  # in KiB, as rss_kib counts
 BIG_ARGS = ["a" * ((127 << 10) - 1)] * 7  # ~889 KiB: under the 1 MiB request limit
 SLEEP_WITH_BIG_ARGS = ["-c", "sleep 30", "sh", *BIG_ARGS]
-
-
-async def list_all(stub: JobServiceStub, page_size: int = 0) -> list[list[pb.JobStatus]]:
-    """Every page of List, following the tokens."""
-    pages, token = [], ""
-    while True:
-        response = await stub.List(pb.ListRequest(page_size=page_size, page_token=token))
-        pages.append(list(response.jobs))
-        token = response.next_page_token
-        if not token:
-            return pages
 
 
 async def test_finished_jobs_keep_a_bounded_record(

@@ -142,6 +142,18 @@ async def test_list_is_oldest_first(coord: JobCoordinator) -> None:
     assert [(j.id, j.owner) for j in coord.list()] == [(a, "alice"), (b, "bob")]
 
 
+async def test_list_and_its_pages_go_by_id_whatever_order_starts_ended_in(
+    coord: JobCoordinator,
+) -> None:
+    jobs = [await coord.start("a", "true") for _ in range(4)]
+    # Concurrent starts join the job table in the order their spawns end: as if the first
+    # had ended last (tests/faults' burst of 1,000 starts shows it for real, through List).
+    coord._jobs[jobs[0]] = coord._jobs.pop(jobs[0])
+    assert [j.id for j in coord.list()] == jobs
+    assert [j.id for j in coord.jobs_after(jobs[1])] == jobs[2:]
+    assert [j.id for j in coord.jobs_after(-1)] == jobs
+
+
 @pytest.mark.parametrize("how", ["stop", "exit"])
 async def test_the_whole_group_is_dead_when_the_job_is_over(
     coord: JobCoordinator, how: str
