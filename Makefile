@@ -13,13 +13,14 @@ dev: $(STAMP) spawnd
 # The compiled spawner (docs/confinement.md, "The spawner"): confined jobs start faster through
 # it. Without a C compiler jobd uses the Python one (src/jobservice/core/confine/spawnd.py).
 SPAWND := src/jobservice/core/confine/jobd-spawnd
-SPAWND_CFLAGS := -O2 -pthread -Wall -Wextra -Wshadow -Wconversion -D_FORTIFY_SOURCE=2 \
-	-fstack-protector-strong -fPIE -pie -Wl,-z,relro,-z,now
+SPAWND_CFLAGS := -O2 -pthread -Wall -Wextra -Wshadow -Wconversion -U_FORTIFY_SOURCE \
+	-D_FORTIFY_SOURCE=2 -fstack-protector-strong -fPIE -pie -Wl,-z,relro,-z,now
 spawnd: $(SPAWND)
 
 $(SPAWND): src/jobservice/core/confine/spawnd.c
-	@if command -v $(CC) >/dev/null 2>&1; then \
-		echo "$(CC) -o $@ $<"; $(CC) $(SPAWND_CFLAGS) -o $@.tmp $< && mv $@.tmp $@; \
+	@if command -v $(firstword $(CC)) >/dev/null 2>&1; then \
+		echo "$(CC) -o $@ $<"; \
+		$(CC) $(SPAWND_CFLAGS) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@.tmp $< && mv $@.tmp $@; \
 	else \
 		echo "no C compiler ($(CC)): confined jobs will start through the Python spawner"; \
 	fi

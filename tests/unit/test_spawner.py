@@ -177,11 +177,20 @@ async def test_an_answer_nobody_waits_for_any_more_is_dropped_quietly(
     assert errors == []  # no InvalidStateError from answering a cancelled request
 
 
-@pytest.fixture
-def channel(program: list[str]) -> Iterator[socket.socket]:
-    """A spawner process on a socketpair of ours, to speak its protocol byte by byte."""
+_LIMIT = "2"  # seconds a child may take to exec before it is killed (jobd's spawners: 10)
+
+
+@pytest.fixture(params=["", "copy"], ids=["", "copy"])
+def channel(program: list[str], request: pytest.FixtureRequest) -> Iterator[socket.socket]:
+    """A spawner process on a socketpair of ours, to speak its protocol byte by byte; the
+    compiled one also in the mode it takes where fs.suid_dumpable is not 0 (its child gets a
+    copy of its memory instead of sharing it)."""
+    if request.param and program != PROGRAMS["compiled"]:
+        pytest.skip("spawnd.py always copies")
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    process = subprocess.Popen([*program, str(theirs.fileno())], pass_fds=[theirs.fileno()], env={})
+    mode = [request.param] if request.param else []
+    argv = [*program, str(theirs.fileno()), _LIMIT, *mode]
+    process = subprocess.Popen(argv, pass_fds=[theirs.fileno()], env={})
     theirs.close()
     ours.settimeout(30)
     yield ours
@@ -312,3 +321,31 @@ async def test_a_start_stopped_before_exec_is_killed_not_waited_for(
     assert ended.signal == signal.SIGTERM  # stopped by us: it ran (exit 9: as someone else)
     job = await confined.start("a", "echo", ["after"], run_as=_STRANGER)
     assert joined(await collect(confined, job)) == b"after\n"
+
+
+def test_a_start_that_never_execs_is_killed_after_the_limit(
+    channel: socket.socket, tmp_path: Path
+) -> None:
+    """Not stopped, only waiting (here on a FIFO nobody opens; for a job, a directory on a
+    network or FUSE mount that never answers): killed after the limit, whatever its state."""
+    null = os.open(os.devnull, os.O_RDWR)
+    fifo = tmp_path / "never"
+    os.mkfifo(fifo)
+    fields = (b"", b"", b"/", b"/bin/true", b"", b"1", bytes(fifo), b"1", b"true")
+    try:
+        answer = _ask(channel, b"S" + _request(*fields), [null] * 3).decode().split()
+    finally:
+        os.close(null)
+    assert answer[:3] == ["E", "timeout", "110"]
+    _, status = os.waitpid(int(answer[3]), 0)
+    assert os.WTERMSIG(status) == signal.SIGKILL
+
+
+def test_half_an_account_is_refused(channel: socket.socket) -> None:
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for uid, gid in ((b"65534", b""), (b"", b"65534")):  # never root's groups by accident
+            fields = (uid, gid, b"/", b"/bin/true", b"", b"0", b"1", b"true")
+            assert _ask(channel, b"S" + _request(*fields), [null] * 3) == b"E request 22 0"
+    finally:
+        os.close(null)

@@ -286,16 +286,17 @@ def _refusal(spec: JobSpec, e: SpawnRefused) -> Exception:
         return _spawn_error(dataclasses.replace(spec, executable=_on_path(spec)), e)
     if e.stage == "exec":
         return _spawn_error(spec, e)
-    if e.stage == "stopped":  # by a signal, e.g. from another process of the job's account
-        return SpawnFailed(
-            f"cannot start {spec.command}: a signal stopped it before it could run, so it was "
-            "killed (any process of the account it runs as may signal it)"
-        )
+    cannot = f"cannot start {spec.command}"
     what = {
-        "cgroup": "cannot enter the job's cgroup",
-        "account": "cannot switch to the job's account",
-    }.get(e.stage, f"cannot start {spec.command} ({e.stage})")
-    return SpawnFailed(f"{what}: {e.strerror}")
+        "cgroup": f"cannot enter the job's cgroup: {e.strerror}",
+        "account": f"cannot switch to the job's account: {e.strerror}",
+        # Killed by the spawner before exec, rather than waited for with every start behind it.
+        "stopped": f"{cannot}: a signal stopped it before it could run, so it was killed (any "
+        "process of the account it runs as may signal it)",
+        "timeout": f"{cannot}: it had not started after 10 s (its directory or a directory on "
+        "its PATH did not answer), so it was killed",
+    }
+    return SpawnFailed(what.get(e.stage, f"{cannot} ({e.stage}): {e.strerror}"))
 
 
 def _search_refusal(spec: JobSpec, e: OSError) -> Exception:

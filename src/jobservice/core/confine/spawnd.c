@@ -13,16 +13,23 @@
  * In the child only system calls: no malloc, no stdio, no locks. Credentials are changed with
  * the raw system calls (glibc's wrappers would try to change every thread's, which is only
  * ours here but is not the child's to do). We install no signal handlers, so no handler of
- * ours can run in the child on our memory; every disposition is the default (set at start).
+ * ours can run in the child on our memory (each disposition is the default or ignored).
  *
- * One guard more than spawnd.py needs a thread for: once the child has switched account, any
- * process of that account may stop it (SIGSTOP) before it execs, and we would wait in the
- * kernel for good, with every start of every user behind it. A watchdog thread looks at a child
- * that has not exec'd after a second; if it is stopped, it kills it through the pidfd the
- * kernel gave us (CLONE_PIDFD: no pid reuse), and the start is refused as "stopped".
+ * Once the child has switched account, any process of that account may signal it before it
+ * execs, or make it wait (a directory on the account's own FUSE mount that never answers), and
+ * we would wait in the kernel with every start of every user behind us. A watchdog thread
+ * looks at a child that has not exec'd after a second: it kills it through the pidfd the kernel
+ * gave us (CLONE_PIDFD: no pid reuse) if it is stopped, or in any case after `limit` seconds
+ * (10, or argv[2]); the start is refused as "stopped" or "timeout".
+ *
+ * Sharing our memory is safe only while the account cannot read the child's memory: the
+ * kernel makes a process that changes its uid undumpable (so no /proc/PID/mem, no ptrace by
+ * the account) only when fs.suid_dumpable is 0. Otherwise the child gets a copy of our memory
+ * instead (CLONE_VFORK without CLONE_VM, a few tens of microseconds more), and each request is
+ * wiped from our memory once answered, so the copy holds only the job's own request.
  *
  * Build: cc -O2 -pthread -o jobd-spawnd spawnd.c (the Makefile adds hardening flags).
- * Usage: jobd-spawnd FD
+ * Usage: jobd-spawnd FD [LIMIT [copy]]: copy forces the copying clone, for tests.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -44,7 +51,7 @@
 #include <unistd.h>
 
 #define MAX_MESSAGE (1 << 16)       /* jobd sends larger requests in a memfd */
-#define MAX_REQUEST (64u << 20)     /* a memfd's request, at most (exec takes far less) */
+#define MAX_REQUEST (16u << 20)     /* a memfd's request, at most (exec takes far less) */
 #define MAX_FDS 4                   /* a memfd and the job's three */
 #define MAX_USAGE_FILES 8           /* a finish reads 3 */
 #define USAGE_READ 4096             /* bytes of each usage file, as spawnd.py */
@@ -65,16 +72,37 @@ struct job {
     int stdio[3];
 };
 
-/* What the child tells us: written in our memory (CLONE_VM) before it exits 127. */
+/* What the child tells us before it exits 127, in a page shared with it (MAP_SHARED): only
+ * numbers, checked before use, since the account may write into that page. */
 struct report {
-    const struct job *job;
     volatile int failed;
     volatile int err;
-    const char *volatile stage;
-    char candidate[PATH_MAX + NAME_MAX + 2]; /* the path search's buffer */
+    volatile int stage; /* an index into STAGES */
+};
+
+static const char *const STAGES[] = {"cgroup", "session", "account", "dir", "stdio", "exec",
+                                     "interp"};
+enum { CGROUP, SESSION, ACCOUNT, DIR, STDIO, EXEC, INTERP };
+
+/* The child's start: the job, and where to report. */
+struct start {
+    const struct job *job;
+    struct report *report;
 };
 
 static char *child_stack_top;
+static struct report *shared_report;
+static int share_memory; /* CLONE_VM: fs.suid_dumpable is 0 */
+
+#if defined(SYS_setresuid32) /* 32-bit ABIs: the plain calls take 16-bit ids */
+#define SYS_SETGROUPS SYS_setgroups32
+#define SYS_SETRESGID SYS_setresgid32
+#define SYS_SETRESUID SYS_setresuid32
+#else
+#define SYS_SETGROUPS SYS_setgroups
+#define SYS_SETRESGID SYS_setresgid
+#define SYS_SETRESUID SYS_setresuid
+#endif
 
 /* The child being started, for the watchdog: all under `lock`, but `pidfd`, which the kernel
  * writes during clone (before the child runs) while we wait there. */
@@ -84,14 +112,14 @@ static struct {
     unsigned long starts; /* how many children have been started: tells one from the next */
     int busy;             /* a child is between clone and exec */
     volatile int pidfd;   /* its pidfd, or -1 */
-    int stopped;          /* the watchdog found it stopped and killed it */
-} watch = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, -1, 0};
+    const char *killed;   /* why the watchdog killed it ("stopped", "timeout"), or NULL */
+} watch = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, -1, NULL};
 
-#define STOPPED_CHECK_SECONDS 1
+static long limit_seconds = 10; /* a child not exec'd by then is killed, stopped or not */
 
 /* ---- the child: system calls only ---------------------------------------------------- */
 
-static void fail(struct report *r, const char *stage, int err) {
+static void fail(struct report *r, int stage, int err) {
     r->stage = stage;
     r->err = err;
     r->failed = 1;
@@ -116,53 +144,54 @@ static int join(char *out, size_t size, const char *entry, size_t entry_len, con
 
 /* execve argv[0] from the first PATH entry that has it, as execvp: returns only on failure.
  * ENOENT for a file that exists means its #! interpreter does not: stop there ("interp"). */
-static void exec_on_path(struct report *r) {
-    const struct job *j = r->job;
+static void exec_on_path(const struct job *j, struct report *r) {
+    char candidate[PATH_MAX + NAME_MAX + 2];
     int first = 0; /* as execvp: the first file found but not executable */
     const char *entry = j->path;
     for (;;) {
         const char *end = strchr(entry, ':');
         size_t len = end ? (size_t)(end - entry) : strlen(entry);
-        int err = join(r->candidate, sizeof r->candidate, entry, len, j->argv[0]);
+        int err = join(candidate, sizeof candidate, entry, len, j->argv[0]);
         if (err == 0) {
-            execve(r->candidate, j->argv, j->envp);
+            execve(candidate, j->argv, j->envp);
             err = errno;
             struct stat st;
-            if ((err == ENOENT || err == ENOTDIR) && stat(r->candidate, &st) == 0 &&
+            if ((err == ENOENT || err == ENOTDIR) && stat(candidate, &st) == 0 &&
                 S_ISREG(st.st_mode))
-                fail(r, "interp", err);
+                fail(r, INTERP, err);
         }
         if (err != ENOENT && err != ENOTDIR && first == 0) first = err;
         if (!end) break;
         entry = end + 1;
     }
-    fail(r, "exec", first ? first : ENOENT);
+    fail(r, EXEC, first ? first : ENOENT);
 }
 
 static int child_main(void *arg) {
-    struct report *r = arg;
-    const struct job *j = r->job;
+    const struct start *start = arg;
+    const struct job *j = start->job;
+    struct report *r = start->report;
     for (char **procs = j->procs; *procs; procs++) {
         int fd = open(*procs, O_WRONLY | O_CLOEXEC);
-        if (fd < 0) fail(r, "cgroup", errno);
-        if (write(fd, "0", 1) != 1) fail(r, "cgroup", errno); /* 0: the writing process */
+        if (fd < 0) fail(r, CGROUP, errno);
+        if (write(fd, "0", 1) != 1) fail(r, CGROUP, errno); /* 0: the writing process */
         close(fd);
     }
-    if (setsid() < 0) fail(r, "session", errno);
+    if (setsid() < 0) fail(r, SESSION, errno);
     if (j->set_ids) {
         gid_t groups[1] = {j->gid}; /* its own group only: none of ours */
-        if (syscall(SYS_setgroups, 1, groups) != 0) fail(r, "account", errno);
-        if (syscall(SYS_setresgid, j->gid, j->gid, j->gid) != 0) fail(r, "account", errno);
-        if (syscall(SYS_setresuid, j->uid, j->uid, j->uid) != 0) fail(r, "account", errno);
+        if (syscall(SYS_SETGROUPS, 1, groups) != 0) fail(r, ACCOUNT, errno);
+        if (syscall(SYS_SETRESGID, j->gid, j->gid, j->gid) != 0) fail(r, ACCOUNT, errno);
+        if (syscall(SYS_SETRESUID, j->uid, j->uid, j->uid) != 0) fail(r, ACCOUNT, errno);
     }
-    if (chdir(j->dir) != 0) fail(r, "dir", errno);
+    if (chdir(j->dir) != 0) fail(r, DIR, errno);
     for (int target = 0; target < 3; target++) /* the copy on 0-2 is inheritable */
-        if (dup2(j->stdio[target], target) < 0) fail(r, "stdio", errno);
+        if (dup2(j->stdio[target], target) < 0) fail(r, STDIO, errno);
     if (j->executable[0]) {
         execve(j->executable, j->argv, j->envp);
-        fail(r, "exec", errno);
+        fail(r, EXEC, errno);
     }
-    exec_on_path(r);
+    exec_on_path(j, r);
     return 127; /* not reached */
 }
 
@@ -188,7 +217,7 @@ static int is_stopped(int pidfd) {
     if (got <= 0) return 0;
     text[got] = '\0';
     const char *end = strrchr(text, ')'); /* after the command name, which may hold anything */
-    return end && (end[2] == 'T' || end[2] == 't');
+    return end && end[1] == ' ' && (end[2] == 'T' || end[2] == 't');
 }
 
 static void *watchdog(void *unused) {
@@ -197,15 +226,23 @@ static void *watchdog(void *unused) {
     for (;;) {
         while (!watch.busy) pthread_cond_wait(&watch.changed, &watch.lock);
         unsigned long start = watch.starts;
-        struct timespec deadline;
-        clock_gettime(CLOCK_MONOTONIC, &deadline);
-        deadline.tv_sec += STOPPED_CHECK_SECONDS;
-        while (watch.busy && watch.starts == start)
-            if (pthread_cond_timedwait(&watch.changed, &watch.lock, &deadline) == ETIMEDOUT) break;
-        if (watch.busy && watch.starts == start && watch.pidfd >= 0 && is_stopped(watch.pidfd)) {
-            syscall(SYS_pidfd_send_signal, watch.pidfd, SIGKILL, NULL, 0);
-            watch.stopped = 1;
+        struct timespec began, deadline;
+        clock_gettime(CLOCK_MONOTONIC, &began);
+        for (long second = 1; watch.busy && watch.starts == start && !watch.killed; second++) {
+            deadline = began;
+            deadline.tv_sec += second;
+            while (watch.busy && watch.starts == start)
+                if (pthread_cond_timedwait(&watch.changed, &watch.lock, &deadline) == ETIMEDOUT)
+                    break;
+            if (!watch.busy || watch.starts != start || watch.pidfd < 0) continue;
+            const char *why = is_stopped(watch.pidfd) ? "stopped"
+                              : second >= limit_seconds ? "timeout"
+                                                        : NULL;
+            if (why && syscall(SYS_pidfd_send_signal, watch.pidfd, SIGKILL, NULL, 0) == 0)
+                watch.killed = why;
         }
+        while (watch.busy && watch.starts == start) /* until this child is done with */
+            pthread_cond_wait(&watch.changed, &watch.lock);
     }
     return NULL;
 }
@@ -227,29 +264,30 @@ static void start_watchdog(void) {
     }
 }
 
-/* clone the child for `report`, watched; its pid, or -1 with errno. */
-static int clone_watched(struct report *report, int *stopped) {
+/* clone the child for `start`, watched; its pid, or -1 with errno. `killed` says why the
+ * watchdog killed it, or is NULL. */
+static int clone_watched(struct start *start, const char **killed) {
     static int with_pidfd = CLONE_PIDFD; /* 0 where the kernel lacks it (before 5.2) */
     int pidfd = -1;
     pthread_mutex_lock(&watch.lock);
     watch.starts++;
     watch.busy = 1;
     watch.pidfd = -1;
-    watch.stopped = 0;
+    watch.killed = NULL;
     pthread_cond_signal(&watch.changed);
     pthread_mutex_unlock(&watch.lock);
-    int flags = CLONE_VM | CLONE_VFORK | CLONE_PARENT;
-    int pid = clone(child_main, child_stack_top, flags | with_pidfd, report, &watch.pidfd);
+    int flags = (share_memory ? CLONE_VM : 0) | CLONE_VFORK | CLONE_PARENT;
+    int pid = clone(child_main, child_stack_top, flags | with_pidfd, start, &watch.pidfd);
     if (pid < 0 && errno == EINVAL && with_pidfd) {
         with_pidfd = 0;
-        pid = clone(child_main, child_stack_top, flags, report, NULL);
+        pid = clone(child_main, child_stack_top, flags, start, NULL);
     }
     int err = errno;
     pthread_mutex_lock(&watch.lock);
     watch.busy = 0;
     pidfd = pid >= 0 && with_pidfd ? watch.pidfd : -1;
     watch.pidfd = -1;
-    *stopped = watch.stopped;
+    *killed = watch.killed;
     pthread_cond_signal(&watch.changed);
     pthread_mutex_unlock(&watch.lock);
     if (pidfd >= 0) close(pidfd);
@@ -285,8 +323,8 @@ static int parse(char *buf, size_t len, char **fields, struct job *j) {
     for (size_t at = 0; at < len; at += strlen(buf + at) + 1) fields[n++] = buf + at;
     if (n < 7) return -1;
     long long uid = parse_id(fields[0]), gid = parse_id(fields[1]);
-    if (uid < -1 || gid < -1) return -1;
-    j->set_ids = uid >= 0 && gid >= 0;
+    if (uid < -1 || gid < -1 || (uid < 0) != (gid < 0)) return -1; /* both, or neither */
+    j->set_ids = uid >= 0;
     j->uid = (uid_t)uid;
     j->gid = (gid_t)gid;
     j->dir = fields[2];
@@ -308,6 +346,12 @@ static int parse(char *buf, size_t len, char **fields, struct job *j) {
     j->procs = fields + 6;
     fields[at] = NULL;
     return 0;
+}
+
+/* Free a request, wiped first: no later child's copy of our memory holds it. */
+static void wipe_free(char *request, size_t len) {
+    if (request) explicit_bzero(request, len);
+    free(request);
 }
 
 static int answer(int channel, const char *reply, size_t len) {
@@ -341,23 +385,29 @@ static size_t spawn(char kind, char *body, size_t len, int *fds, int nfds, char 
     if (!fields || parse(body, len, fields, &job) != 0) goto malformed;
     memcpy(job.stdio, fds, sizeof job.stdio);
 
-    struct report report = {.job = &job};
-    int stopped;
-    int pid = clone_watched(&report, &stopped);
+    struct report *report = shared_report;
+    report->failed = report->err = report->stage = 0;
+    struct start start = {.job = &job, .report = report};
+    const char *killed;
+    int pid = clone_watched(&start, &killed);
+    int stage = report->stage, failed = report->failed, err = report->err;
     if (pid < 0)
         out = (size_t)snprintf(reply, MAX_REPLY, "E clone %d 0", errno);
-    else if (stopped) /* killed before exec: it exited, as a refused child does */
-        out = (size_t)snprintf(reply, MAX_REPLY, "E stopped %d %d", EINTR, pid);
-    else if (report.failed)
-        out = (size_t)snprintf(reply, MAX_REPLY, "E %s %d %d", report.stage, report.err, pid);
+    else if (killed) /* killed before exec: it exited, as a refused child does */
+        out = (size_t)snprintf(reply, MAX_REPLY, "E %s %d %d", killed,
+                               killed[0] == 's' ? EINTR : ETIMEDOUT, pid);
+    else if (failed && stage >= 0 && stage < (int)(sizeof STAGES / sizeof *STAGES) && err >= 0)
+        out = (size_t)snprintf(reply, MAX_REPLY, "E %s %d %d", STAGES[stage], err, pid);
+    else if (failed)
+        out = (size_t)snprintf(reply, MAX_REPLY, "E exec 0 %d", pid);
     else
         out = (size_t)snprintf(reply, MAX_REPLY, "P %d", pid);
     free(fields);
-    free(request);
+    wipe_free(request, len);
     return out;
 malformed:
     free(fields);
-    free(request);
+    wipe_free(request, len);
     return (size_t)snprintf(reply, MAX_REPLY, "E request %d 0", EINVAL);
 }
 
@@ -391,18 +441,21 @@ static size_t finish(char *body, size_t len, char *reply) {
     return at + used;
 }
 
-static void reset_signals(void) {
-    /* What a job inherits from us: default dispositions, nothing blocked. */
-    struct sigaction dfl = {.sa_handler = SIG_DFL};
-    for (int sig = 1; sig < NSIG; sig++) sigaction(sig, &dfl, NULL); /* fails for KILL, STOP */
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
+/* Whether the kernel makes a process that changes its uid undumpable (fs.suid_dumpable 0),
+ * so that the job's account cannot read a child that shares our memory. */
+static int uid_change_hides_memory(void) {
+    char value[8] = "";
+    int fd = open("/proc/sys/fs/suid_dumpable", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t got = read(fd, value, sizeof value - 1);
+    close(fd);
+    return got > 0 && value[0] == '0';
 }
 
 int main(int argc, char **argv) {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s FD (started by jobd: see spawnd.py)\n", argv[0]);
+    if (argc < 2 || argc > 4 || (argc == 4 && strcmp(argv[3], "copy") != 0)) {
+        fprintf(stderr, "usage: %s FD [LIMIT [copy]] (started by jobd: see spawnd.py)\n",
+                argv[0]);
         return 2;
     }
     char *end;
@@ -411,7 +464,17 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s: %s is not an open descriptor\n", argv[0], argv[1]);
         return 2;
     }
-    reset_signals();
+    if (argc >= 3) {
+        limit_seconds = strtol(argv[2], &end, 10);
+        if (*end || limit_seconds < 1 || limit_seconds > 3600) {
+            fprintf(stderr, "%s: LIMIT is whole seconds, 1 to 3600\n", argv[0]);
+            return 2;
+        }
+    }
+    share_memory = argc < 4 && uid_change_hides_memory(); /* "copy": as if it did not (tests) */
+    /* Signal dispositions and mask are left as jobd's Popen gave them (exec reset every
+     * handler; SIGPIPE and SIGXFSZ are back to default): a job inherits what a job jobd forks
+     * itself inherits, an ignored SIGQUIT included where jobd's own parent ignored it. */
     /* 0-2 open (on /dev/null if they were not), so that no job's fd we receive lands there. */
     int null = open("/dev/null", O_RDWR);
     while (null >= 0 && null < 3) null = dup(null);
@@ -425,6 +488,12 @@ int main(int argc, char **argv) {
         return 1;
     }
     child_stack_top = stack + page + CHILD_STACK;
+    shared_report = mmap(NULL, sizeof *shared_report, PROT_READ | PROT_WRITE,
+                         MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (shared_report == MAP_FAILED) {
+        perror("jobd-spawnd: the report page");
+        return 1;
+    }
     start_watchdog();
 
     static char message[MAX_MESSAGE + 1]; /* + 1: parse's spare byte */
@@ -455,7 +524,8 @@ int main(int argc, char **argv) {
         size_t out;
         char kind = message[0];
         if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
-            out = (size_t)snprintf(reply, sizeof reply, "E request %d 0", EINVAL);
+            out = (size_t)snprintf(reply, sizeof reply, kind == 'F' ? "F %d" : "E request %d 0",
+                                   EINVAL) + (kind == 'F');
         else if (kind == 'S' || kind == 'M')
             out = spawn(kind, message + 1, (size_t)got - 1, fds, nfds, reply);
         else if (kind == 'F')
@@ -463,6 +533,7 @@ int main(int argc, char **argv) {
         else
             out = (size_t)snprintf(reply, sizeof reply, "E request %d 0", EINVAL);
         for (int i = 0; i < nfds; i++) close(fds[i]);
+        explicit_bzero(message, (size_t)got); /* no later child's copy of our memory holds it */
         if (answer((int)channel, reply, out) != 0) return 0;
     }
 }

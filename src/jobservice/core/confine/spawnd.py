@@ -44,6 +44,7 @@ __all__ = ["main"]
 
 _MAX_MESSAGE = 1 << 16  # jobd sends larger requests in a memfd
 _STOPPED_CHECK_MS = 1000  # a child not exec'd by then is looked at: is it stopped?
+_LIMIT = 10  # seconds: a child not exec'd by then is killed, stopped or not (argv[2] may say)
 _CLONE_PARENT = 0x00008000
 _SYS_CLONE3 = 435  # the same on every architecture (added in Linux 5.3)
 # The old clone(2), for where clone3 is filtered out (seccomp profiles that answer ENOSYS). With
@@ -125,6 +126,8 @@ def parse(request: bytes) -> Request:
         env[name] = value
     if not argv:
         raise ValueError("no argv")
+    if bool(uid) != bool(gid):
+        raise ValueError("a uid without a gid, or the reverse")
     ids = (_number(uid) if uid else None, _number(gid) if gid else None)
     return (*ids, directory, executable, path, procs, argv, env)
 
@@ -195,7 +198,7 @@ class _Interpreter(OSError):
     """A file on PATH whose #! names a program that is missing."""
 
 
-def spawn(cloner: Cloner, request: bytes | None, fds: list[int]) -> bytes:
+def spawn(cloner: Cloner, request: bytes | None, fds: list[int], limit: int = _LIMIT) -> bytes:
     """Start the job one message describes (`request`, or None: in a memfd before the job's
     three fds); the answer for jobd."""
     try:
@@ -218,39 +221,43 @@ def spawn(cloner: Cloner, request: bytes | None, fds: list[int]) -> bytes:
             _child(job, stdio, report)
         os.close(report)
         report = -1
-        failure, stopped = _await_exec(readable, pid)
+        failure, killed = _await_exec(readable, pid, limit)
     finally:
         os.close(readable)
         if report >= 0:
             os.close(report)
-    if stopped:  # killed before exec: it exited, as a refused child does
-        return f"E stopped {errno.EINTR} {pid}".encode()
+    if killed:  # killed before exec: it exited, as a refused child does
+        code = errno.EINTR if killed == "stopped" else errno.ETIMEDOUT
+        return f"E {killed} {code} {pid}".encode()
     if failure:
         return b"E " + failure + f" {pid}".encode()
     return f"P {pid}".encode()
 
 
-def _await_exec(readable: int, pid: int) -> tuple[bytes, bool]:
+def _await_exec(readable: int, pid: int, limit: int) -> tuple[bytes, str]:
     """What the child reported before exec (nothing: it exec'd, the pipe closed at end of
-    file), and whether it had to be killed because it was stopped.
+    file), and why it had to be killed ("stopped", "timeout"), or "".
 
     Once the child has switched account, any process of that account may stop it (SIGSTOP)
-    before it execs; waiting for good would hold every start of every user behind it. So a
-    child that has not exec'd after a second is looked at, and killed if it is stopped. Its
-    pid is not reused meanwhile: it is jobd's child, which reaps it only after our answer.
+    before it execs, or make it wait (a directory on the account's own FUSE mount that never
+    answers); waiting for good would hold every start of every user behind it. So a child that
+    has not exec'd after a second is looked at, and killed if it is stopped, or in any case
+    after `limit` seconds. Its pid is not reused meanwhile: it is jobd's child, which reaps it
+    only after our answer.
     """
     poller = select.poll()
     poller.register(readable, select.POLLIN)
-    failure, stopped = b"", False
+    failure, killed, waited = b"", "", 0
     while True:
         if not poller.poll(_STOPPED_CHECK_MS):
-            if not stopped and _is_stopped(pid):
+            waited += 1
+            if not killed and (_is_stopped(pid) or waited >= limit):
+                killed = "stopped" if _is_stopped(pid) else "timeout"
                 os.kill(pid, signal.SIGKILL)
-                stopped = True
             continue
         chunk = os.read(readable, 256)
         if not chunk:
-            return failure, stopped
+            return failure, killed
         failure += chunk
 
 
@@ -289,6 +296,7 @@ def main() -> None:
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(sig, signal.SIG_DFL)
     fd = int(sys.argv[1])
+    limit = int(sys.argv[2]) if len(sys.argv) > 2 else _LIMIT
     os.set_inheritable(fd, False)
     channel = socket.socket(fileno=fd)
     cloner = Cloner()
@@ -308,7 +316,7 @@ def main() -> None:
         kind, body = message[:1], message[1:]
         try:
             if kind in (b"S", b"M"):
-                reply = spawn(cloner, body if kind == b"S" else None, fds)
+                reply = spawn(cloner, body if kind == b"S" else None, fds, limit)
             elif kind == b"F":
                 try:
                     reply = finish(body.split(b"\0")[:-1])

@@ -53,8 +53,9 @@ class SpawnerGone(SpawnFailed):
 class SpawnRefused(OSError):
     """The job's first process failed before exec: `stage` says where, errno why.
 
-    `stage` is one of cgroup, session, account, dir, stdio, exec, interp, clone, request, or
-    stopped (a signal stopped it before exec; the spawner killed it rather than wait).
+    `stage` is one of cgroup, session, account, dir, stdio, exec, interp, clone, request,
+    stopped (a signal stopped it before exec; the spawner killed it rather than wait), or
+    timeout (it had not exec'd after 10 s: killed).
     """
 
     def __init__(self, stage: str, errno: int, filename: str | None) -> None:
