@@ -15,6 +15,7 @@ import contextlib
 import functools
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -324,5 +325,11 @@ def _set_once(ready: asyncio.Future[None]) -> None:
 
 
 def _reap(pid: int) -> None:
+    """Reap a first process said to have exited before exec. SIGKILL first: where the job's
+    account can write into its child's report (fs.suid_dumpable not 0), a refusal may be a
+    lie about a job that went on to exec, and waiting for it would block the event loop. It
+    is our unreaped child, so its pid is not someone else's."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
