@@ -251,9 +251,10 @@ def _await_exec(readable: int, pid: int, limit: int) -> tuple[bytes, str]:
     while True:
         if not poller.poll(_STOPPED_CHECK_MS):
             waited += 1
-            if not killed and (_is_stopped(pid) or waited >= limit):
-                killed = "stopped" if _is_stopped(pid) else "timeout"
-                os.kill(pid, signal.SIGKILL)
+            if not killed:
+                killed = "stopped" if _is_stopped(pid) else "timeout" if waited >= limit else ""
+                if killed:
+                    os.kill(pid, signal.SIGKILL)
             continue
         chunk = os.read(readable, 256)
         if not chunk:
