@@ -243,6 +243,12 @@ class Spawner:
         asyncio.get_running_loop().add_reader(ours.fileno(), self._on_answer)
         self._channel = ours
         log.info("spawner started: %s (pid %d)", " ".join(self._program), self._process.pid)
+        if self._program == python_program() and not _uid_change_hides_memory():
+            log.warning(
+                "fs.suid_dumpable is not 0: a job's account can read spawnd.py's copy in its "
+                "first process before exec (requests of other jobs included); build "
+                "jobd-spawnd (make spawnd), which wipes each request"
+            )
         return ours
 
     def _on_answer(self) -> None:
@@ -322,6 +328,15 @@ def _finished(answer: bytes) -> list[bytes]:
 def _set_once(ready: asyncio.Future[None]) -> None:
     if not ready.done():
         ready.set_result(None)
+
+
+def _uid_change_hides_memory() -> bool:
+    """Whether the kernel makes a process that changes its uid undumpable (spawnd.c says why)."""
+    try:
+        with open("/proc/sys/fs/suid_dumpable", "rb") as f:
+            return f.read(8).strip() == b"0"
+    except OSError:
+        return False
 
 
 def _reap(pid: int) -> None:
