@@ -124,14 +124,14 @@ def _parse_env(entries: tuple[str, ...]) -> dict[str, str]:
     return env
 
 
-def _check_directory(dir: str) -> str:
+def _check_directory(dir: str) -> None:
+    """DirectoryNotFound unless `dir` is a directory (jobd's own check, for its own jobs)."""
     try:
         mode = os.stat(dir).st_mode
     except OSError:
         raise directory_error(dir, errno.ENOENT) from None
     if not stat.S_ISDIR(mode):
         raise directory_error(dir, errno.ENOTDIR)
-    return dir
 
 
 def directory_error(dir: str, err: int, strerror: str = "") -> DirectoryNotFound:
