@@ -73,6 +73,23 @@ async def test_a_command_is_searched_on_path_as_the_account(coord: JobCoordinato
         await _search_as_nobody(coord, Path(where) / "bin")
 
 
+async def test_a_bad_interpreter_is_the_one_the_account_found(coord: JobCoordinator) -> None:
+    """jobd names the #! of the file the account's search hit, not of a file earlier on PATH
+    that only root can reach (that would tell the user it exists, and its first line)."""
+    with tempfile.TemporaryDirectory() as where:
+        Path(where).chmod(0o755)
+        hidden, bin_dir = Path(where) / "hidden", Path(where) / "bin"
+        for d, interpreter in ((hidden, "/root/only/sh"), (bin_dir, "/no/such/sh")):
+            d.mkdir()
+            (d / "broken").write_text(f"#!{interpreter}\n")
+            (d / "broken").chmod(0o755)
+        hidden.chmod(0o700)  # root's: nobody may not look in
+        assert await _refusal(coord, "broken", env=[f"PATH={hidden}:{bin_dir}"]) == (
+            "CommandNotExecutable: cannot execute broken: bad interpreter /no/such/sh: "
+            "No such file or directory"
+        )
+
+
 async def _search_as_nobody(coord: JobCoordinator, bin_dir: Path) -> None:
     bin_dir.mkdir()
     (bin_dir / "hello").write_text("#!/bin/sh\necho hello from $0\n")

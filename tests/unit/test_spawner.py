@@ -281,8 +281,8 @@ def test_the_path_search_is_execvps(channel: socket.socket, tmp_path: Path) -> N
             answer = start(path)
             assert answer[1:3] == refusal
             assert os.waitstatus_to_exitcode(os.waitpid(int(answer[3]), 0)[1]) == 127
-        answer = start(f"{broken}:{runs}")
-        assert answer[1:3] == ["interp", "2"]
+        answer = start(f"{bare}:{broken}:{runs}")
+        assert answer[1:3] == ["interp:1", "2"]  # found in PATH entry 1
         os.waitpid(int(answer[3]), 0)
     finally:
         os.close(null)

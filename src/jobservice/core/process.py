@@ -283,7 +283,7 @@ def _refusal(spec: JobSpec, e: SpawnRefused) -> Exception:
     if e.stage == "exec" and not spec.executable:
         return _search_refusal(spec, e)
     if e.stage == "interp":  # found on PATH, but its #! names a missing program
-        return _spawn_error(dataclasses.replace(spec, executable=_on_path(spec)), e)
+        return _spawn_error(dataclasses.replace(spec, executable=_on_path(spec, e.entry)), e)
     if e.stage == "exec":
         return _spawn_error(spec, e)
     cannot = f"cannot start {spec.command}"
@@ -322,13 +322,14 @@ def _spawn_error(spec: JobSpec, e: OSError) -> Exception:
     return SpawnFailed(f"cannot start {spec.command}: {e.strerror}")
 
 
-def _on_path(spec: JobSpec) -> str:
-    """The file the job's search found (for the message only): the first one on its PATH."""
-    for entry in spec.path.split(":"):
-        candidate = os.path.join(entry or spec.dir, spec.command)
-        if os.path.isfile(candidate):
-            return candidate
-    return spec.command
+def _on_path(spec: JobSpec, entry: int | None) -> str:
+    """The file the job's search found in PATH entry `entry` (for the message only). Where
+    the account found it, not where we (root) would: an earlier entry may hold a file the
+    account cannot reach, whose existence and #! line are none of its business."""
+    entries = spec.path.split(":")
+    if entry is None or not 0 <= entry < len(entries):
+        return spec.command
+    return os.path.join(entries[entry] or spec.dir, spec.command)
 
 
 def _interpreter(executable: str) -> str | None:

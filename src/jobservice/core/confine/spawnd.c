@@ -78,6 +78,7 @@ struct report {
     volatile int failed;
     volatile int err;
     volatile int stage; /* an index into STAGES */
+    volatile int entry; /* INTERP: the PATH entry (from 0) whose file names a missing #! */
 };
 
 static const char *const STAGES[] = {"cgroup", "session", "account", "dir", "stdio", "exec",
@@ -148,7 +149,7 @@ static void exec_on_path(const struct job *j, struct report *r) {
     char candidate[PATH_MAX + NAME_MAX + 2];
     int first = 0; /* as execvp: the first file found but not executable */
     const char *entry = j->path;
-    for (;;) {
+    for (int index = 0;; index++) {
         const char *end = strchr(entry, ':');
         size_t len = end ? (size_t)(end - entry) : strlen(entry);
         int err = join(candidate, sizeof candidate, entry, len, j->argv[0]);
@@ -157,8 +158,10 @@ static void exec_on_path(const struct job *j, struct report *r) {
             err = errno;
             struct stat st;
             if ((err == ENOENT || err == ENOTDIR) && stat(candidate, &st) == 0 &&
-                S_ISREG(st.st_mode))
+                S_ISREG(st.st_mode)) {
+                r->entry = index;
                 fail(r, INTERP, err);
+            }
         }
         if (err != ENOENT && err != ENOTDIR && first == 0) first = err;
         if (!end) break;
@@ -386,16 +389,18 @@ static size_t spawn(char kind, char *body, size_t len, int *fds, int nfds, char 
     memcpy(job.stdio, fds, sizeof job.stdio);
 
     struct report *report = shared_report;
-    report->failed = report->err = report->stage = 0;
+    report->failed = report->err = report->stage = report->entry = 0;
     struct start start = {.job = &job, .report = report};
     const char *killed;
     int pid = clone_watched(&start, &killed);
-    int stage = report->stage, failed = report->failed, err = report->err;
+    int stage = report->stage, failed = report->failed, err = report->err, entry = report->entry;
     if (pid < 0)
         out = (size_t)snprintf(reply, MAX_REPLY, "E clone %d 0", errno);
     else if (killed) /* killed before exec: it exited, as a refused child does */
         out = (size_t)snprintf(reply, MAX_REPLY, "E %s %d %d", killed,
                                killed[0] == 's' ? EINTR : ETIMEDOUT, pid);
+    else if (failed && stage == INTERP && entry >= 0 && err >= 0)
+        out = (size_t)snprintf(reply, MAX_REPLY, "E interp:%d %d %d", entry, err, pid);
     else if (failed && stage >= 0 && stage < (int)(sizeof STAGES / sizeof *STAGES) && err >= 0)
         out = (size_t)snprintf(reply, MAX_REPLY, "E %s %d %d", STAGES[stage], err, pid);
     else if (failed)

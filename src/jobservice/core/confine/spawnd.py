@@ -8,7 +8,8 @@ with `spawner.Spawner`. Requests, each answered in the order asked:
   holding REQUEST before them, for a request too large for one message): start a job. Answer
   `P PID` once it has exec'd, or `E STAGE ERRNO PID` when its first process failed before
   exec (that process has exited with status 127; jobd reaps it), or was found stopped before
-  exec and killed (STAGE `stopped`). A malformed request is answered `E request 22 0`.
+  exec and killed (STAGE `stopped`). STAGE `interp:N` says that the file found in PATH entry N
+  (from 0) names a missing interpreter. A malformed request is answered `E request 22 0`.
 - `F` + N + FILES... + DIRS... (NUL-terminated): once a job has ended, read its N usage files
   then remove its cgroup directories. Answer `F ERRNO` (0, or the first rmdir's failure), then
   each file's contents (empty if missing), NUL-terminated.
@@ -166,7 +167,7 @@ def _child(job: Request, stdio: list[int], report: int) -> None:
             os.execve(executable, argv, env)  # noqa: S606 - no shell: the job's own argv
         _exec_on_path(argv, path, env)
     except _Interpreter as e:
-        os.write(report, f"interp {e.errno or 0}".encode())
+        os.write(report, f"interp:{e.entry} {e.errno or 0}".encode())
     except OSError as e:
         os.write(report, f"{stage} {e.errno or 0}".encode())
     except BaseException:
@@ -182,20 +183,24 @@ def _exec_on_path(argv: list[bytes], path: bytes, env: dict[bytes, bytes]) -> No
     "interp"), as a shell says "bad interpreter" rather than searching on.
     """
     failure: OSError | None = None
-    for entry in path.split(b":"):
+    for index, entry in enumerate(path.split(b":")):
         candidate = os.path.join(entry, argv[0])  # an empty entry: the directory we are in
         try:
             os.execve(candidate, argv, env)  # noqa: S606 - no shell: the job's own argv
         except (FileNotFoundError, NotADirectoryError) as e:
             if os.path.isfile(candidate):
-                raise _Interpreter(e.errno, e.strerror) from None
+                raise _Interpreter(e.errno, e.strerror, index) from None
         except OSError as e:
             failure = failure or e  # as execvp: the first file found but not executable
     raise failure or FileNotFoundError(2, "No such file or directory")
 
 
 class _Interpreter(OSError):
-    """A file on PATH whose #! names a program that is missing."""
+    """A file on PATH whose #! names a program that is missing: in PATH entry `entry`."""
+
+    def __init__(self, errno: int | None, strerror: str | None, entry: int) -> None:
+        super().__init__(errno, strerror)
+        self.entry = entry
 
 
 def spawn(cloner: Cloner, request: bytes | None, fds: list[int], limit: int = _LIMIT) -> bytes:

@@ -56,12 +56,16 @@ class SpawnRefused(OSError):
 
     `stage` is one of cgroup, session, account, dir, stdio, exec, interp, clone, request,
     stopped (a signal stopped it before exec; the spawner killed it rather than wait), or
-    timeout (it had not exec'd after 10 s: killed).
+    timeout (it had not exec'd after 10 s: killed). For interp, `entry` is the PATH entry
+    (from 0) in which the job's account found the file whose #! names a missing program.
     """
 
-    def __init__(self, stage: str, errno: int, filename: str | None) -> None:
+    def __init__(
+        self, stage: str, errno: int, filename: str | None, entry: int | None = None
+    ) -> None:
         super().__init__(errno, os.strerror(errno) if errno else "failed", filename)
         self.stage = stage
+        self.entry = entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,7 +309,7 @@ _Reader = Callable[[bytes], Any]  # an answer -> the result, or raises
 
 
 def _started(directory: str, answer: bytes) -> int:
-    """`P PID`, or `E STAGE ERRNO PID` (that process exited before exec: reaped here)."""
+    """`P PID`, or `E STAGE[:ENTRY] ERRNO PID` (that process exited before exec: reaped here)."""
     fields = answer.decode("ascii", "replace").split()
     if fields[:1] == ["P"] and len(fields) == 2:
         return int(fields[1])
@@ -313,7 +317,9 @@ def _started(directory: str, answer: bytes) -> int:
     if pid.isdigit() and int(pid) > 0:
         _reap(int(pid))
     code = int(errno) if errno.isdigit() else 0
-    raise SpawnRefused(stage, code, directory if stage == "dir" else None)
+    stage, _, entry = stage.partition(":")
+    where = int(entry) if entry.isdigit() else None
+    raise SpawnRefused(stage, code, directory if stage == "dir" else None, where)
 
 
 def _finished(answer: bytes) -> list[bytes]:
