@@ -1,4 +1,5 @@
-"""At start over a store, a confining coordinator ends every job group left under its root."""
+"""At start, with a store or without, a confining coordinator ends every job group left under
+its root that no running record names."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
 from corehelp import gone
 
 from jobservice.core import JobCoordinator, JobLimits
@@ -13,10 +15,12 @@ from jobservice.core.confine import Confinement
 from jobservice.store import SqliteStore
 
 
+@pytest.mark.parametrize("with_store", [True, False], ids=["store", "no-store"])
 async def test_a_job_group_with_no_record_is_killed_and_removed_at_start(
-    tmp_path: Path, confinement: Confinement
+    tmp_path: Path, confinement: Confinement, with_store: bool
 ) -> None:
-    # A server that died between a job's spawn and its start's commit: a job, no record.
+    # A server that died between a job's spawn and its start's commit: a job, no record. Without
+    # a store (`jobd serve --no-store`) no job survives its server: every group is a leftover.
     data = tmp_path / "data"
     data.mkdir(mode=0o700)
     group = confinement.create(7, JobLimits())
@@ -25,7 +29,8 @@ async def test_a_job_group_with_no_record_is_killed_and_removed_at_start(
     try:
         for path in group.procs_files:
             path.write_text(str(pid))
-        coord = JobCoordinator(data, store=SqliteStore(data), confinement=confinement)
+        store = SqliteStore(data) if with_store else None
+        coord = JobCoordinator(data, store=store, confinement=confinement)
         try:
             assert gone(pid)
             assert confinement.job_ids() == []

@@ -113,6 +113,8 @@ class JobCoordinator:
         self._janitor = Janitor(self._jobs, self._journal, retention or Retention(), clock)
         if store is not None:
             self._restore(store, cgroup_killer)
+        else:
+            self._kill_unrecorded()
         self._janitor.sweep_at_start()
 
     async def start(
@@ -441,17 +443,21 @@ class JobCoordinator:
             self._keep_finished(info, output, trim=False)
             self._janitor.usage.add(info.owner, size)
         self._next_id = max(self._next_id, stored.next_id)
-        # A group no running record names: its job was spawned but not yet recorded when the
-        # server died (or its group outlived its end). Nothing else would ever end it.
-        for job_id in self.confinement.job_ids():
-            if self.confinement.kill_job(job_id):
-                log.warning("job %d: its cgroup was left without a running record: killed", job_id)
+        self._kill_unrecorded()
         if lost:
             self._journal.write_now(lost)
             log.warning("%d job(s) were running when jobd last stopped: now lost", len(lost))
             if self._observer is not None:
                 for ended in lost:
                     self._tell(self._observer.job_ended, ended.info)
+
+    def _kill_unrecorded(self) -> None:
+        """Kill every job group under this server's root that no running record names: its
+        job was spawned but not yet recorded when the server died, its group outlived its end,
+        or, without a store, it ran under a server that is gone. Nothing else would end it."""
+        for job_id in self.confinement.job_ids():
+            if self.confinement.kill_job(job_id):
+                log.warning("job %d: its cgroup was left without a running record: killed", job_id)
 
     def _lost(self, info: JobInfo, path: Path) -> tuple[JobInfo, int]:
         """The final record of a job whose server died under it; its output up to then stays."""
