@@ -93,16 +93,20 @@ def main(argv: list[str] | None = None) -> int:
     scale = Scale.smoke() if args.quick else Scale.full()
     started = time.monotonic()
     ws = Workspace.create()
+    creates = [ws.create_cost_us()]
+    print(f"file create at start: {creates[0]:.0f} us")
     sshd_path, ssh_note = ensure_openssh()
     try:
         sections = _run_all(ws, scale, names, sshd_path, ssh_note)
+        creates.append(ws.create_cost_us())
     finally:
         PROCS.end_all()
-        ws.remove()
+        ws.remove()  # the next run's creates pay for these deletions for minutes: see discard
     total = time.monotonic() - started
     print(f"\n==== all figures ({total:.0f} s)\n{format_table(sections)}")
     OUT.mkdir(parents=True, exist_ok=True)
-    run = report.Run(scale, total)
+    disk = ("File create, at start / end", " / ".join(f"{us:.0f} us" for us in creates))
+    run = report.Run(scale, total, machine=[*report.machine(), disk])
     results = {
         "scale": vars(scale),
         "seconds": total,
