@@ -90,6 +90,24 @@ async def test_a_bad_interpreter_is_the_one_the_account_found(coord: JobCoordina
         )
 
 
+async def test_a_script_the_account_may_run_but_not_read_keeps_its_interpreter(
+    coord: JobCoordinator,
+) -> None:
+    """A script of mode 0711 whose #! names a missing program: the kernel tells the account
+    ENOENT, and jobd says "bad interpreter" without naming it (root could read the name; the
+    account could not)."""
+    with tempfile.TemporaryDirectory() as where:
+        Path(where).chmod(0o755)
+        script = Path(where) / "private-tool"
+        script.write_text("#!/opt/secret/interpreter\n")
+        script.chmod(0o711)
+        for command, env in ((str(script), []), ("private-tool", [f"PATH={where}"])):
+            assert await _refusal(coord, command, env=env) == (
+                f"CommandNotExecutable: cannot execute {command}: bad interpreter: "
+                "No such file or directory"
+            )
+
+
 async def _search_as_nobody(coord: JobCoordinator, bin_dir: Path) -> None:
     bin_dir.mkdir()
     (bin_dir / "hello").write_text("#!/bin/sh\necho hello from $0\n")

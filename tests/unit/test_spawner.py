@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -282,10 +283,50 @@ def test_the_path_search_is_execvps(channel: socket.socket, tmp_path: Path) -> N
             assert answer[1:3] == refusal
             assert os.waitstatus_to_exitcode(os.waitpid(int(answer[3]), 0)[1]) == 127
         answer = start(f"{bare}:{broken}:{runs}")
-        assert answer[1:3] == ["interp:1", "2"]  # found in PATH entry 1
+        assert answer[1:3] == [f"interp:{b'/no/such/interpreter'.hex()}", "2"]
         os.waitpid(int(answer[3]), 0)
     finally:
         os.close(null)
+
+
+@pytest.mark.parametrize(
+    ("head", "named"),
+    [
+        (b"#!/no/such/sh -e\n", b"/no/such/sh"),
+        (b"#! \t/no/such/sh\n", b"/no/such/sh"),
+        (b"#!/no/" + b"x" * 200 + b"\n", b"/no/" + b"x" * 124),  # at most 128 bytes of it
+    ],
+    ids=["args", "blanks", "long"],
+)
+def test_a_missing_interpreter_is_named_as_the_account_reads_it(
+    channel: socket.socket, head: bytes, named: bytes
+) -> None:
+    """The child names the program a file's #! line names (as the kernel parses that line),
+    read as the job's account: jobd never reads the file itself, as root. A file the account
+    may run but not read (mode 0711) gets no name: its #! line is none of its business."""
+    where = tempfile.TemporaryDirectory()  # where nobody may look (not under /root)
+    null = os.open(os.devnull, os.O_RDWR)
+    Path(where.name).chmod(0o755)
+    script = Path(where.name) / "script"
+    script.write_bytes(head)
+    script.chmod(0o711)
+    nobody = Account.lookup("nobody")
+
+    def start(*ids: bytes) -> list[str]:
+        fields = (*ids, b"/", os.fsencode(script), b"", b"0", b"1", b"script")
+        return _ask(channel, b"S" + _request(*fields), [null] * 3).decode().split()
+
+    try:
+        for ids, expected in (
+            ((b"", b""), f"interp:{named.hex()}"),  # as root: readable
+            ((str(nobody.uid).encode(), str(nobody.gid).encode()), "interp:"),
+        ):
+            answer = start(*ids)
+            assert answer[1:3] == [expected, "2"]
+            os.waitpid(int(answer[3]), 0)
+    finally:
+        os.close(null)
+        where.cleanup()
 
 
 # An account no other process on the host uses: the attack below signals all of its processes.

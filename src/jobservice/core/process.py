@@ -11,7 +11,6 @@ detached from the group.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import fcntl
 import os
@@ -282,10 +281,10 @@ def _refusal(spec: JobSpec, e: SpawnRefused) -> Exception:
         return directory_error(spec.dir, e.errno or 0, e.strerror or "")
     if e.stage == "exec" and not spec.executable:
         return _search_refusal(spec, e)
-    if e.stage == "interp":  # found on PATH, but its #! names a missing program
-        return _spawn_error(dataclasses.replace(spec, executable=_on_path(spec, e.entry)), e)
+    if e.stage == "interp":  # the file exists, but the program its #! line names does not
+        return _bad_interpreter(spec.command, e.interpreter, e)
     if e.stage == "exec":
-        return _spawn_error(spec, e)
+        return _exec_error(spec, e)
     cannot = f"cannot start {spec.command}"
     what = {
         "cgroup": f"cannot enter the job's cgroup: {e.strerror}",
@@ -307,29 +306,29 @@ def _search_refusal(spec: JobSpec, e: OSError) -> Exception:
 
 
 def _spawn_error(spec: JobSpec, e: OSError) -> Exception:
+    """Translate an exec/chdir failure of a job run as jobd's own account (so jobd may read
+    its file) into the library's errors."""
+    if e.errno == errno.ENOENT and e.filename != spec.dir:
+        interpreter = _interpreter(spec.executable)
+        if interpreter is not None:  # the file exists: its #! line names what does not
+            return _bad_interpreter(spec.command, interpreter, e)
+    return _exec_error(spec, e)
+
+
+def _bad_interpreter(command: str, interpreter: str | None, e: OSError) -> Exception:
+    named = f" {interpreter}" if interpreter is not None else ""  # None: the file is unreadable
+    return CommandNotExecutable(f"cannot execute {command}: bad interpreter{named}: {e.strerror}")
+
+
+def _exec_error(spec: JobSpec, e: OSError) -> Exception:
     """Translate an exec/chdir failure reported by the child into the library's errors."""
     if e.filename == spec.dir:  # the child failed at chdir
         return DirectoryNotFound(f"cannot enter directory {spec.dir}: {e.strerror}")
     if e.errno == errno.ENOENT:
-        interpreter = _interpreter(spec.executable)
-        if interpreter is not None:  # the file exists: its #! line names what does not
-            return CommandNotExecutable(
-                f"cannot execute {spec.command}: bad interpreter {interpreter}: {e.strerror}"
-            )
         return CommandNotFound(f"command not found: {spec.command}")
     if e.errno in (errno.EACCES, errno.EPERM, errno.ENOEXEC, errno.EISDIR, errno.ENOTDIR):
         return CommandNotExecutable(f"cannot execute {spec.command}: {e.strerror}")
     return SpawnFailed(f"cannot start {spec.command}: {e.strerror}")
-
-
-def _on_path(spec: JobSpec, entry: int | None) -> str:
-    """The file the job's search found in PATH entry `entry` (for the message only). Where
-    the account found it, not where we (root) would: an earlier entry may hold a file the
-    account cannot reach, whose existence and #! line are none of its business."""
-    entries = spec.path.split(":")
-    if entry is None or not 0 <= entry < len(entries):
-        return spec.command
-    return os.path.join(entries[entry] or spec.dir, spec.command)
 
 
 def _interpreter(executable: str) -> str | None:

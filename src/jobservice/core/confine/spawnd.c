@@ -56,6 +56,8 @@
 #define MAX_USAGE_FILES 8           /* a finish reads 3 */
 #define USAGE_READ 4096             /* bytes of each usage file, as spawnd.py */
 #define CHILD_STACK (256 * 1024)
+#define INTERP_MAX 128              /* bytes of a #! interpreter's name the child reports */
+#define SCRIPT_HEAD 256             /* bytes of a script the kernel reads for its #! line */
 #define MAX_REPLY (16 + MAX_USAGE_FILES * (USAGE_READ + 1))
 
 /* One job, parsed: pointers into the request's buffer (every field is NUL-terminated). */
@@ -72,14 +74,15 @@ struct job {
     int stdio[3];
 };
 
-/* What the child tells us before it exits 127, in a page shared with it (MAP_SHARED): only
- * numbers, checked before use, since the account may write into that page. */
+/* What the child tells us before it exits 127, in a page shared with it (MAP_SHARED):
+ * checked before use, since the account may write into that page. */
 struct report {
     volatile int failed;
     volatile int err;
-    volatile int stage; /* an index into STAGES */
-    volatile int entry; /* INTERP: the PATH entry (from 0) whose file names a missing #! */
-};
+    volatile int stage;                 /* an index into STAGES */
+    volatile int interp_len;            /* INTERP: the length of interp, 0 if not known */
+    volatile char interp[INTERP_MAX];   /* INTERP: the missing program the file's #! names, */
+};                                      /* as read by the job's account (no trust needed) */
 
 static const char *const STAGES[] = {"cgroup", "session", "account", "dir", "stdio", "exec",
                                      "interp"};
@@ -143,25 +146,45 @@ static int join(char *out, size_t size, const char *entry, size_t entry_len, con
     return 0;
 }
 
+/* An exec of `file` failed with `err`. If the file exists, ENOENT means that the program its
+ * #! line names does not: report that program's name, read as the job's account (nothing if
+ * the account may not read the file), and fail as INTERP. Otherwise return. */
+static void check_interpreter(const char *file, int err, struct report *r) {
+    struct stat st;
+    if ((err != ENOENT && err != ENOTDIR) || stat(file, &st) != 0 || !S_ISREG(st.st_mode)) return;
+    char head[SCRIPT_HEAD];
+    ssize_t got = -1;
+    int fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd >= 0) {
+        got = read(fd, head, sizeof head);
+        close(fd);
+    }
+    int len = 0;
+    if (got > 2 && head[0] == '#' && head[1] == '!') { /* the kernel's binfmt_script parse */
+        ssize_t at = 2;
+        while (at < got && (head[at] == ' ' || head[at] == '\t')) at++;
+        while (at < got && len < INTERP_MAX && head[at] != ' ' && head[at] != '\t' &&
+               head[at] != '\n' && head[at] != '\0')
+            r->interp[len++] = head[at++];
+    }
+    r->interp_len = len;
+    fail(r, INTERP, err);
+}
+
 /* execve argv[0] from the first PATH entry that has it, as execvp: returns only on failure.
  * ENOENT for a file that exists means its #! interpreter does not: stop there ("interp"). */
 static void exec_on_path(const struct job *j, struct report *r) {
     char candidate[PATH_MAX + NAME_MAX + 2];
     int first = 0; /* as execvp: the first file found but not executable */
     const char *entry = j->path;
-    for (int index = 0;; index++) {
+    for (;;) {
         const char *end = strchr(entry, ':');
         size_t len = end ? (size_t)(end - entry) : strlen(entry);
         int err = join(candidate, sizeof candidate, entry, len, j->argv[0]);
         if (err == 0) {
             execve(candidate, j->argv, j->envp);
             err = errno;
-            struct stat st;
-            if ((err == ENOENT || err == ENOTDIR) && stat(candidate, &st) == 0 &&
-                S_ISREG(st.st_mode)) {
-                r->entry = index;
-                fail(r, INTERP, err);
-            }
+            check_interpreter(candidate, err, r);
         }
         if (err != ENOENT && err != ENOTDIR && first == 0) first = err;
         if (!end) break;
@@ -192,7 +215,9 @@ static int child_main(void *arg) {
         if (dup2(j->stdio[target], target) < 0) fail(r, STDIO, errno);
     if (j->executable[0]) {
         execve(j->executable, j->argv, j->envp);
-        fail(r, EXEC, errno);
+        int err = errno;
+        check_interpreter(j->executable, err, r);
+        fail(r, EXEC, err);
     }
     exec_on_path(j, r);
     return 127; /* not reached */
@@ -389,18 +414,24 @@ static size_t spawn(char kind, char *body, size_t len, int *fds, int nfds, char 
     memcpy(job.stdio, fds, sizeof job.stdio);
 
     struct report *report = shared_report;
-    report->failed = report->err = report->stage = report->entry = 0;
+    report->failed = report->err = report->stage = report->interp_len = 0;
     struct start start = {.job = &job, .report = report};
     const char *killed;
     int pid = clone_watched(&start, &killed);
-    int stage = report->stage, failed = report->failed, err = report->err, entry = report->entry;
+    int stage = report->stage, failed = report->failed, err = report->err;
+    char interp[2 * INTERP_MAX + 1]; /* hex: whatever the account wrote, it is only shown */
+    int interp_len = report->interp_len;
+    if (interp_len < 0 || interp_len > INTERP_MAX) interp_len = 0;
+    for (int i = 0; i < interp_len; i++)
+        snprintf(interp + 2 * i, 3, "%02x", (unsigned char)report->interp[i]);
+    interp[2 * interp_len] = '\0';
     if (pid < 0)
         out = (size_t)snprintf(reply, MAX_REPLY, "E clone %d 0", errno);
     else if (killed) /* killed before exec: it exited, as a refused child does */
         out = (size_t)snprintf(reply, MAX_REPLY, "E %s %d %d", killed,
                                killed[0] == 's' ? EINTR : ETIMEDOUT, pid);
-    else if (failed && stage == INTERP && entry >= 0 && err >= 0)
-        out = (size_t)snprintf(reply, MAX_REPLY, "E interp:%d %d %d", entry, err, pid);
+    else if (failed && stage == INTERP && err >= 0)
+        out = (size_t)snprintf(reply, MAX_REPLY, "E interp:%s %d %d", interp, err, pid);
     else if (failed && stage >= 0 && stage < (int)(sizeof STAGES / sizeof *STAGES) && err >= 0)
         out = (size_t)snprintf(reply, MAX_REPLY, "E %s %d %d", STAGES[stage], err, pid);
     else if (failed)

@@ -8,8 +8,10 @@ with `spawner.Spawner`. Requests, each answered in the order asked:
   holding REQUEST before them, for a request too large for one message): start a job. Answer
   `P PID` once it has exec'd, or `E STAGE ERRNO PID` when its first process failed before
   exec (that process has exited with status 127; jobd reaps it), or was found stopped before
-  exec and killed (STAGE `stopped`). STAGE `interp:N` says that the file found in PATH entry N
-  (from 0) names a missing interpreter. A malformed request is answered `E request 22 0`.
+  exec and killed (STAGE `stopped`). STAGE `interp:HEX` says that the file to run exists but
+  the program its #! line names does not: HEX is that program's name, hex-encoded, as the job's
+  account read it (empty if it may not read the file). A malformed request is answered
+  `E request 22 0`.
 - `F` + N + FILES... + DIRS... (NUL-terminated): once a job has ended, read its N usage files
   then remove its cgroup directories. Answer `F ERRNO` (0, or the first rmdir's failure), then
   each file's contents (empty if missing), NUL-terminated.
@@ -46,6 +48,8 @@ __all__ = ["main"]
 _MAX_MESSAGE = 1 << 16  # jobd sends larger requests in a memfd
 _STOPPED_CHECK_MS = 1000  # a child not exec'd by then is looked at: is it stopped?
 _LIMIT = 10  # seconds: a child not exec'd by then is killed, stopped or not (argv[2] may say)
+_SCRIPT_HEAD = 256  # bytes of a script the kernel reads for its #! line
+_INTERP_MAX = 128  # bytes of a #! interpreter's name reported, at most
 _CLONE_PARENT = 0x00008000
 _SYS_CLONE3 = 435  # the same on every architecture (added in Linux 5.3)
 # The old clone(2), for where clone3 is filtered out (seccomp profiles that answer ENOSYS). With
@@ -164,10 +168,10 @@ def _child(job: Request, stdio: list[int], report: int) -> None:
             os.dup2(fd, target)  # the copy on 0-2 is inheritable; the original closes at exec
         stage = "exec"
         if executable:
-            os.execve(executable, argv, env)  # noqa: S606 - no shell: the job's own argv
+            _exec(executable, argv, env)
         _exec_on_path(argv, path, env)
     except _Interpreter as e:
-        os.write(report, f"interp:{e.entry} {e.errno or 0}".encode())
+        os.write(report, f"interp:{e.name.hex()} {e.errno or 0}".encode())
     except OSError as e:
         os.write(report, f"{stage} {e.errno or 0}".encode())
     except BaseException:
@@ -183,24 +187,51 @@ def _exec_on_path(argv: list[bytes], path: bytes, env: dict[bytes, bytes]) -> No
     "interp"), as a shell says "bad interpreter" rather than searching on.
     """
     failure: OSError | None = None
-    for index, entry in enumerate(path.split(b":")):
+    for entry in path.split(b":"):
         candidate = os.path.join(entry, argv[0])  # an empty entry: the directory we are in
         try:
-            os.execve(candidate, argv, env)  # noqa: S606 - no shell: the job's own argv
-        except (FileNotFoundError, NotADirectoryError) as e:
-            if os.path.isfile(candidate):
-                raise _Interpreter(e.errno, e.strerror, index) from None
+            _exec(candidate, argv, env)
+        except _Interpreter:
+            raise  # found, but what it names is missing: a shell stops there too
+        except (FileNotFoundError, NotADirectoryError):
+            pass
         except OSError as e:
             failure = failure or e  # as execvp: the first file found but not executable
     raise failure or FileNotFoundError(2, "No such file or directory")
 
 
-class _Interpreter(OSError):
-    """A file on PATH whose #! names a program that is missing: in PATH entry `entry`."""
+def _exec(file: bytes, argv: list[bytes], env: dict[bytes, bytes]) -> None:
+    """execve; only raises. ENOENT for a file that exists means that the program its #! line
+    names does not: _Interpreter, with that program's name as the job's account reads it."""
+    try:
+        os.execve(file, argv, env)  # noqa: S606 - no shell: the job's own argv
+    except (FileNotFoundError, NotADirectoryError) as e:
+        if os.path.isfile(file):
+            raise _Interpreter(e.errno, e.strerror, _interpreter_of(file)) from None
+        raise
 
-    def __init__(self, errno: int | None, strerror: str | None, entry: int) -> None:
+
+def _interpreter_of(file: bytes) -> bytes:
+    """The program a script's #! line names, as the kernel parses it; b"" if unreadable."""
+    try:
+        with open(file, "rb", buffering=0) as f:
+            head = f.read(_SCRIPT_HEAD)
+    except OSError:
+        return b""
+    if not head.startswith(b"#!"):
+        return b""
+    line = head[2:].lstrip(b" \t")
+    for stop in b" \t\n\0":
+        line = line.split(bytes([stop]), 1)[0]
+    return line[:_INTERP_MAX]
+
+
+class _Interpreter(OSError):
+    """A file whose #! names a program that is missing; `name`: that program's name."""
+
+    def __init__(self, errno: int | None, strerror: str | None, name: bytes) -> None:
         super().__init__(errno, strerror)
-        self.entry = entry
+        self.name = name
 
 
 def spawn(cloner: Cloner, request: bytes | None, fds: list[int], limit: int = _LIMIT) -> bytes:

@@ -56,16 +56,17 @@ class SpawnRefused(OSError):
 
     `stage` is one of cgroup, session, account, dir, stdio, exec, interp, clone, request,
     stopped (a signal stopped it before exec; the spawner killed it rather than wait), or
-    timeout (it had not exec'd after 10 s: killed). For interp, `entry` is the PATH entry
-    (from 0) in which the job's account found the file whose #! names a missing program.
+    timeout (it had not exec'd after 10 s: killed). For interp (the file exists, the program
+    its #! line names does not), `interpreter` is that program's name as the job's account
+    read it: None if it may not read the file. jobd never reads the file itself (as root).
     """
 
     def __init__(
-        self, stage: str, errno: int, filename: str | None, entry: int | None = None
+        self, stage: str, errno: int, filename: str | None, interpreter: str | None = None
     ) -> None:
         super().__init__(errno, os.strerror(errno) if errno else "failed", filename)
         self.stage = stage
-        self.entry = entry
+        self.interpreter = interpreter
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +310,7 @@ _Reader = Callable[[bytes], Any]  # an answer -> the result, or raises
 
 
 def _started(directory: str, answer: bytes) -> int:
-    """`P PID`, or `E STAGE[:ENTRY] ERRNO PID` (that process exited before exec: reaped here)."""
+    """`P PID`, or `E STAGE[:HEX] ERRNO PID` (that process exited before exec: reaped here)."""
     fields = answer.decode("ascii", "replace").split()
     if fields[:1] == ["P"] and len(fields) == 2:
         return int(fields[1])
@@ -317,9 +318,17 @@ def _started(directory: str, answer: bytes) -> int:
     if pid.isdigit() and int(pid) > 0:
         _reap(int(pid))
     code = int(errno) if errno.isdigit() else 0
-    stage, _, entry = stage.partition(":")
-    where = int(entry) if entry.isdigit() else None
-    raise SpawnRefused(stage, code, directory if stage == "dir" else None, where)
+    stage, _, name = stage.partition(":")
+    raise SpawnRefused(stage, code, directory if stage == "dir" else None, _unhex(name))
+
+
+def _unhex(name: str) -> str | None:
+    """An interpreter's name from its hex (as the job's account wrote it: only shown)."""
+    try:
+        raw = bytes.fromhex(name)
+    except ValueError:
+        return None
+    return raw.decode("utf-8", "backslashreplace") or None
 
 
 def _finished(answer: bytes) -> list[bytes]:
