@@ -94,8 +94,8 @@ async def test_a_script_the_account_may_run_but_not_read_keeps_its_interpreter(
     coord: JobCoordinator,
 ) -> None:
     """A script of mode 0711 whose #! names a missing program: the kernel tells the account
-    ENOENT, and jobd says "bad interpreter" without naming it (root could read the name; the
-    account could not)."""
+    ENOENT, and jobd does not name the program (root could read the name; the account could
+    not). One the account may read is named, escaped where it does not print."""
     with tempfile.TemporaryDirectory() as where:
         Path(where).chmod(0o755)
         script = Path(where) / "private-tool"
@@ -103,9 +103,14 @@ async def test_a_script_the_account_may_run_but_not_read_keeps_its_interpreter(
         script.chmod(0o711)
         for command, env in ((str(script), []), ("private-tool", [f"PATH={where}"])):
             assert await _refusal(coord, command, env=env) == (
-                f"CommandNotExecutable: cannot execute {command}: bad interpreter: "
-                "No such file or directory"
+                f"CommandNotExecutable: cannot execute {command}: No such file or directory"
             )
+        script.write_bytes(b"#!/bin/sh\r\necho saved with CRLF\r\n")
+        script.chmod(0o755)
+        assert await _refusal(coord, str(script)) == (
+            f"CommandNotExecutable: cannot execute {script}: bad interpreter /bin/sh\\r: "
+            "No such file or directory"
+        )
 
 
 async def _search_as_nobody(coord: JobCoordinator, bin_dir: Path) -> None:

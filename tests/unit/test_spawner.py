@@ -294,16 +294,19 @@ def test_the_path_search_is_execvps(channel: socket.socket, tmp_path: Path) -> N
     [
         (b"#!/no/such/sh -e\n", b"/no/such/sh"),
         (b"#! \t/no/such/sh\n", b"/no/such/sh"),
-        (b"#!/no/" + b"x" * 200 + b"\n", b"/no/" + b"x" * 124),  # at most 128 bytes of it
+        (b"#!/no/" + b"x" * 200 + b"\n", b"/no/" + b"x" * 125),  # 129 bytes: jobd shows 128
+        (b"#!/no/such/sh\r\n", b"/no/such/sh\r"),  # saved with CRLF: the kernel looks for "sh\r"
     ],
-    ids=["args", "blanks", "long"],
+    ids=["args", "blanks", "long", "crlf"],
 )
 def test_a_missing_interpreter_is_named_as_the_account_reads_it(
     channel: socket.socket, head: bytes, named: bytes
 ) -> None:
     """The child names the program a file's #! line names (as the kernel parses that line),
     read as the job's account: jobd never reads the file itself, as root. A file the account
-    may run but not read (mode 0711) gets no name: its #! line is none of its business."""
+    may run but not read (mode 0711) gets no name: its #! line is none of its business.
+    An executable that is not a script but gets ENOENT (an ELF file whose loader is missing)
+    is an exec failure as before."""
     where = tempfile.TemporaryDirectory()  # where nobody may look (not under /root)
     null = os.open(os.devnull, os.O_RDWR)
     Path(where.name).chmod(0o755)
@@ -324,9 +327,29 @@ def test_a_missing_interpreter_is_named_as_the_account_reads_it(
             answer = start(*ids)
             assert answer[1:3] == [expected, "2"]
             os.waitpid(int(answer[3]), 0)
+        script.write_bytes(_without_loader(Path("/bin/true").read_bytes()))
+        for ids in ((b"", b""), (str(nobody.uid).encode(), str(nobody.gid).encode())):
+            script.chmod(0o755)
+            answer = start(*ids)
+            assert answer[1:3] == ["exec", "2"]
+            os.waitpid(int(answer[3]), 0)
     finally:
         os.close(null)
         where.cleanup()
+
+
+def _without_loader(elf: bytes) -> bytes:
+    """A copy of a 64-bit little-endian ELF executable whose PT_INTERP names a missing file."""
+    assert elf[:6] == b"\x7fELF\x02\x01", "a 64-bit little-endian ELF file"
+    phoff = int.from_bytes(elf[0x20:0x28], "little")
+    size, count = (int.from_bytes(elf[at : at + 2], "little") for at in (0x36, 0x38))
+    for header in range(phoff, phoff + size * count, size):
+        if int.from_bytes(elf[header : header + 4], "little") == 3:  # PT_INTERP
+            offset = int.from_bytes(elf[header + 8 : header + 16], "little")
+            length = int.from_bytes(elf[header + 32 : header + 40], "little") - 1  # its NUL
+            missing = (b"/no/such/loader" + b"x" * length)[:length]
+            return elf[:offset] + missing + elf[offset + length :]
+    raise AssertionError("no PT_INTERP: a static executable")
 
 
 # An account no other process on the host uses: the attack below signals all of its processes.

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 
 from jobservice.core.confine.account import Account
 from jobservice.core.confine.base import JobCgroup
-from jobservice.core.confine.spawner import Spawner, SpawnOrder, SpawnRefused
+from jobservice.core.confine.spawnd import interpreter_of
+from jobservice.core.confine.spawner import Spawner, SpawnOrder, SpawnRefused, shown_interpreter
 from jobservice.core.errors import (
     CommandNotExecutable,
     CommandNotFound,
@@ -309,15 +310,18 @@ def _spawn_error(spec: JobSpec, e: OSError) -> Exception:
     """Translate an exec/chdir failure of a job run as jobd's own account (so jobd may read
     its file) into the library's errors."""
     if e.errno == errno.ENOENT and e.filename != spec.dir:
-        interpreter = _interpreter(spec.executable)
-        if interpreter is not None:  # the file exists: its #! line names what does not
+        interpreter = shown_interpreter(interpreter_of(spec.executable))
+        if interpreter is not None:  # a script: its #! line names what does not exist
             return _bad_interpreter(spec.command, interpreter, e)
     return _exec_error(spec, e)
 
 
 def _bad_interpreter(command: str, interpreter: str | None, e: OSError) -> Exception:
-    named = f" {interpreter}" if interpreter is not None else ""  # None: the file is unreadable
-    return CommandNotExecutable(f"cannot execute {command}: bad interpreter{named}: {e.strerror}")
+    if interpreter is None:  # a file the job's account may run but not read: it cannot tell
+        return CommandNotExecutable(f"cannot execute {command}: {e.strerror}")
+    return CommandNotExecutable(
+        f"cannot execute {command}: bad interpreter {interpreter}: {e.strerror}"
+    )
 
 
 def _exec_error(spec: JobSpec, e: OSError) -> Exception:
@@ -329,16 +333,3 @@ def _exec_error(spec: JobSpec, e: OSError) -> Exception:
     if e.errno in (errno.EACCES, errno.EPERM, errno.ENOEXEC, errno.EISDIR, errno.ENOTDIR):
         return CommandNotExecutable(f"cannot execute {spec.command}: {e.strerror}")
     return SpawnFailed(f"cannot start {spec.command}: {e.strerror}")
-
-
-def _interpreter(executable: str) -> str | None:
-    """The interpreter a script's `#!` line names, or None when it is not such a script."""
-    try:
-        with open(executable, "rb") as f:
-            first = f.readline(256)
-    except OSError:
-        return None
-    if not first.startswith(b"#!"):
-        return None
-    words = first[2:].split()
-    return words[0].decode("utf-8", "backslashreplace") if words else None

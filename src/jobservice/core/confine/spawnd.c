@@ -56,7 +56,7 @@
 #define MAX_USAGE_FILES 8           /* a finish reads 3 */
 #define USAGE_READ 4096             /* bytes of each usage file, as spawnd.py */
 #define CHILD_STACK (256 * 1024)
-#define INTERP_MAX 128              /* bytes of a #! interpreter's name the child reports */
+#define INTERP_MAX 129              /* bytes of a #! name reported: jobd shows 128, and "..." */
 #define SCRIPT_HEAD 256             /* bytes of a script the kernel reads for its #! line */
 #define MAX_REPLY (16 + MAX_USAGE_FILES * (USAGE_READ + 1))
 
@@ -80,7 +80,7 @@ struct report {
     volatile int failed;
     volatile int err;
     volatile int stage;                 /* an index into STAGES */
-    volatile int interp_len;            /* INTERP: the length of interp, 0 if not known */
+    volatile int interp_len;            /* INTERP: the length of interp; -1: unreadable */
     volatile char interp[INTERP_MAX];   /* INTERP: the missing program the file's #! names, */
 };                                      /* as read by the job's account (no trust needed) */
 
@@ -146,9 +146,10 @@ static int join(char *out, size_t size, const char *entry, size_t entry_len, con
     return 0;
 }
 
-/* An exec of `file` failed with `err`. If the file exists, ENOENT means that the program its
- * #! line names does not: report that program's name, read as the job's account (nothing if
- * the account may not read the file), and fail as INTERP. Otherwise return. */
+/* An exec of `file` failed with `err`. ENOENT for a file that exists, if it is a script,
+ * means that the program its #! line names does not: report that program's name, read as the
+ * job's account, and fail as INTERP; also if the account may not read the file (length -1:
+ * it cannot tell). Otherwise (not a script: an ELF file whose loader is missing) return. */
 static void check_interpreter(const char *file, int err, struct report *r) {
     struct stat st;
     if ((err != ENOENT && err != ENOTDIR) || stat(file, &st) != 0 || !S_ISREG(st.st_mode)) return;
@@ -159,14 +160,17 @@ static void check_interpreter(const char *file, int err, struct report *r) {
         got = read(fd, head, sizeof head);
         close(fd);
     }
-    int len = 0;
-    if (got > 2 && head[0] == '#' && head[1] == '!') { /* the kernel's binfmt_script parse */
-        ssize_t at = 2;
-        while (at < got && (head[at] == ' ' || head[at] == '\t')) at++;
-        while (at < got && len < INTERP_MAX && head[at] != ' ' && head[at] != '\t' &&
-               head[at] != '\n' && head[at] != '\0')
-            r->interp[len++] = head[at++];
+    if (got < 0) {
+        r->interp_len = -1;
+        fail(r, INTERP, err);
     }
+    if (got < 2 || head[0] != '#' || head[1] != '!') return;
+    int len = 0; /* the kernel's binfmt_script parse */
+    ssize_t at = 2;
+    while (at < got && (head[at] == ' ' || head[at] == '\t')) at++;
+    while (at < got && len < INTERP_MAX && head[at] != ' ' && head[at] != '\t' &&
+           head[at] != '\n' && head[at] != '\0')
+        r->interp[len++] = head[at++];
     r->interp_len = len;
     fail(r, INTERP, err);
 }
@@ -421,7 +425,7 @@ static size_t spawn(char kind, char *body, size_t len, int *fds, int nfds, char 
     int stage = report->stage, failed = report->failed, err = report->err;
     char interp[2 * INTERP_MAX + 1]; /* hex: whatever the account wrote, it is only shown */
     int interp_len = report->interp_len;
-    if (interp_len < 0 || interp_len > INTERP_MAX) interp_len = 0;
+    if (interp_len < 0 || interp_len > INTERP_MAX) interp_len = 0; /* 0: not known */
     for (int i = 0; i < interp_len; i++)
         snprintf(interp + 2 * i, 3, "%02x", (unsigned char)report->interp[i]);
     interp[2 * interp_len] = '\0';
@@ -438,6 +442,8 @@ static size_t spawn(char kind, char *body, size_t len, int *fds, int nfds, char 
         out = (size_t)snprintf(reply, MAX_REPLY, "E exec 0 %d", pid);
     else
         out = (size_t)snprintf(reply, MAX_REPLY, "P %d", pid);
+    explicit_bzero(interp, sizeof interp); /* no later child's copy holds this job's */
+    for (size_t i = 0; i < INTERP_MAX; i++) report->interp[i] = 0;
     free(fields);
     wipe_free(request, len);
     return out;
@@ -570,6 +576,8 @@ int main(int argc, char **argv) {
             out = (size_t)snprintf(reply, sizeof reply, "E request %d 0", EINVAL);
         for (int i = 0; i < nfds; i++) close(fds[i]);
         explicit_bzero(message, (size_t)got); /* no later child's copy of our memory holds it */
-        if (answer((int)channel, reply, out) != 0) return 0;
+        int sent = answer((int)channel, reply, out);
+        explicit_bzero(reply, out); /* nor the answer: a job's pid, usage, interpreter */
+        if (sent != 0) return 0;
     }
 }

@@ -8,10 +8,10 @@ with `spawner.Spawner`. Requests, each answered in the order asked:
   holding REQUEST before them, for a request too large for one message): start a job. Answer
   `P PID` once it has exec'd, or `E STAGE ERRNO PID` when its first process failed before
   exec (that process has exited with status 127; jobd reaps it), or was found stopped before
-  exec and killed (STAGE `stopped`). STAGE `interp:HEX` says that the file to run exists but
-  the program its #! line names does not: HEX is that program's name, hex-encoded, as the job's
-  account read it (empty if it may not read the file). A malformed request is answered
-  `E request 22 0`.
+  exec and killed (STAGE `stopped`). STAGE `interp:HEX` says that the file to run is a script
+  whose #! line names a program that does not exist: HEX is that program's name, hex-encoded,
+  as the job's account read it (empty if it may not read the file, so cannot tell). A
+  malformed request is answered `E request 22 0`.
 - `F` + N + FILES... + DIRS... (NUL-terminated): once a job has ended, read its N usage files
   then remove its cgroup directories. Answer `F ERRNO` (0, or the first rmdir's failure), then
   each file's contents (empty if missing), NUL-terminated.
@@ -43,13 +43,13 @@ import signal
 import socket
 import sys
 
-__all__ = ["main"]
+__all__ = ["interpreter_of", "main"]
 
 _MAX_MESSAGE = 1 << 16  # jobd sends larger requests in a memfd
 _STOPPED_CHECK_MS = 1000  # a child not exec'd by then is looked at: is it stopped?
 _LIMIT = 10  # seconds: a child not exec'd by then is killed, stopped or not (argv[2] may say)
 _SCRIPT_HEAD = 256  # bytes of a script the kernel reads for its #! line
-_INTERP_MAX = 128  # bytes of a #! interpreter's name reported, at most
+_INTERP_MAX = 129  # bytes of a #! name reported: jobd shows 128, and "..." when there are more
 _CLONE_PARENT = 0x00008000
 _SYS_CLONE3 = 435  # the same on every architecture (added in Linux 5.3)
 # The old clone(2), for where clone3 is filtered out (seccomp profiles that answer ENOSYS). With
@@ -171,7 +171,7 @@ def _child(job: Request, stdio: list[int], report: int) -> None:
             _exec(executable, argv, env)
         _exec_on_path(argv, path, env)
     except _Interpreter as e:
-        os.write(report, f"interp:{e.name.hex()} {e.errno or 0}".encode())
+        os.write(report, f"interp:{(e.name or b'').hex()} {e.errno or 0}".encode())
     except OSError as e:
         os.write(report, f"{stage} {e.errno or 0}".encode())
     except BaseException:
@@ -201,23 +201,33 @@ def _exec_on_path(argv: list[bytes], path: bytes, env: dict[bytes, bytes]) -> No
 
 
 def _exec(file: bytes, argv: list[bytes], env: dict[bytes, bytes]) -> None:
-    """execve; only raises. ENOENT for a file that exists means that the program its #! line
-    names does not: _Interpreter, with that program's name as the job's account reads it."""
+    """execve; only raises. ENOENT for a script that exists means that the program its #!
+    line names does not: _Interpreter, with that program's name as the job's account reads
+    it (None: it may not read the file). Not a script (an ELF file whose loader is missing):
+    the ENOENT as it is."""
     try:
         os.execve(file, argv, env)  # noqa: S606 - no shell: the job's own argv
     except (FileNotFoundError, NotADirectoryError) as e:
         if os.path.isfile(file):
-            raise _Interpreter(e.errno, e.strerror, _interpreter_of(file)) from None
+            name = interpreter_of(file)
+            if name != b"":
+                raise _Interpreter(e.errno, e.strerror, name) from None
         raise
 
 
-def _interpreter_of(file: bytes) -> bytes:
-    """The program a script's #! line names, as the kernel parses it; b"" if unreadable."""
+def interpreter_of(file: str | bytes) -> bytes | None:
+    """The program a script's #! line names, parsed as the kernel does (at most _INTERP_MAX
+    bytes); b"" if the file is not a script, None if it cannot be read."""
     try:
-        with open(file, "rb", buffering=0) as f:
-            head = f.read(_SCRIPT_HEAD)
+        fd = os.open(file, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
     except OSError:
-        return b""
+        return None
+    try:
+        head = os.read(fd, _SCRIPT_HEAD)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     if not head.startswith(b"#!"):
         return b""
     line = head[2:].lstrip(b" \t")
@@ -227,9 +237,10 @@ def _interpreter_of(file: bytes) -> bytes:
 
 
 class _Interpreter(OSError):
-    """A file whose #! names a program that is missing; `name`: that program's name."""
+    """A script whose #! names a program that is missing; `name`: that program's name (None:
+    the job's account may not read the script)."""
 
-    def __init__(self, errno: int | None, strerror: str | None, name: bytes) -> None:
+    def __init__(self, errno: int | None, strerror: str | None, name: bytes | None) -> None:
         super().__init__(errno, strerror)
         self.name = name
 

@@ -35,6 +35,7 @@ __all__ = [
     "SpawnerGone",
     "default_program",
     "python_program",
+    "shown_interpreter",
 ]
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ _ANSWER_MAX = 1 << 16  # bytes: a finish's answer holds its usage files' content
 _INLINE = 60_000  # bytes: a larger request goes in a memfd (a message holds 64 KiB)
 _IN_FLIGHT = 64  # requests sent and not yet answered, at most
 _EXIT_WAIT = 5.0  # seconds the spawner has to exit at close before it is killed
+_INTERPRETER_SHOWN = 128  # bytes of a #! name an error shows (the spawners report one more)
 
 
 class SpawnerGone(SpawnFailed):
@@ -322,13 +324,23 @@ def _started(directory: str, answer: bytes) -> int:
     raise SpawnRefused(stage, code, directory if stage == "dir" else None, _unhex(name))
 
 
+def shown_interpreter(name: bytes | None) -> str | None:
+    """A #! name as an error shows it: at most 128 bytes ("..." after), and what does not
+    print escaped (a script saved with CRLF names "/bin/sh\\r"). None stays None."""
+    if not name:
+        return None
+    cut = "..." if len(name) > _INTERPRETER_SHOWN else ""
+    text = name[:_INTERPRETER_SHOWN].decode("utf-8", "backslashreplace")
+    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    return shown + cut
+
+
 def _unhex(name: str) -> str | None:
     """An interpreter's name from its hex (as the job's account wrote it: only shown)."""
     try:
-        raw = bytes.fromhex(name)
+        return shown_interpreter(bytes.fromhex(name))
     except ValueError:
         return None
-    return raw.decode("utf-8", "backslashreplace") or None
 
 
 def _finished(answer: bytes) -> list[bytes]:
