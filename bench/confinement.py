@@ -61,9 +61,8 @@ def run(ctx: Context) -> Section:
     machine: dict[str, list[float]] = {"spawner": [], "grouped": []}
 
     def spawned(name: str, into: Confinement | None) -> float:
-        used = machine_cpu()
-        ms = asyncio.run(_spawned_ms(into))
-        machine[name].append((machine_cpu() - used) / _SPAWNS * 1000)
+        ms, busy = asyncio.run(_spawned_ms(into))
+        machine[name].append(busy)
         return ms
 
     variants = [("popen", _popen_ms), ("spawner", lambda: spawned("spawner", None))]
@@ -121,16 +120,17 @@ def _popen_ms() -> float:
     return (time.perf_counter() - begin) / _SPAWNS * 1000
 
 
-async def _spawned_ms(groups: Confinement | None = None) -> float:
+async def _spawned_ms(groups: Confinement | None = None) -> tuple[float, float]:
     """The same /bin/true through the spawner, one at a time, each reaped as Popen's is; with
-    `groups`, each in a fresh cgroup of its own, removed after it (the group's whole life)."""
+    `groups`, each in a fresh cgroup of its own, removed after it (the group's whole life).
+    Wall and machine CPU milliseconds per spawn."""
     spawner = Spawner()
     out = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
     order = SpawnOrder("/bin/true", ["true"], "/", {}, None, (), spawner.devnull, out, out)
     try:
         # Blocking waits on purpose: the loop measures spawns one after another, as Popen().wait().
         os.waitpid(await spawner.spawn(order), 0)  # noqa: ASYNC222 - its own start: not counted
-        begin = time.perf_counter()
+        begin, busy = time.perf_counter(), machine_cpu()
         for job_id in range(_SPAWNS):
             group = groups.create(job_id, JobLimits()) if groups is not None else None
             if group is not None:
@@ -139,7 +139,8 @@ async def _spawned_ms(groups: Confinement | None = None) -> float:
             if group is not None:
                 group.release()
                 group.usage_from(await spawner.finish(group.usage_files, group.dirs))
-        return (time.perf_counter() - begin) / _SPAWNS * 1000
+        wall, cpu = time.perf_counter() - begin, machine_cpu() - busy
+        return wall / _SPAWNS * 1000, cpu / _SPAWNS * 1000
     finally:
         spawner.close()
         os.close(out)

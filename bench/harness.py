@@ -181,8 +181,10 @@ class Workspace:
         """
         for folder, _, names in os.walk(path):
             for name in names:
-                with contextlib.suppress(OSError):
-                    os.truncate(os.path.join(folder, name), 0)
+                file = os.path.join(folder, name)
+                if not os.path.islink(file):
+                    with contextlib.suppress(OSError):
+                        os.truncate(file, 0)
 
     def create_cost_us(self, files: int = 300) -> float:
         """Microseconds to create an empty file, `files` of them in a new directory: ~20 on a
@@ -292,12 +294,12 @@ def timed_run(
 
 
 def machine_cpu() -> float:
-    """CPU seconds every core of the machine has been busy so far (/proc/stat: all but idle
-    and iowait), kernel threads included: where the kernel defers work, a process's own
-    figures miss it."""
+    """CPU seconds every core of the machine has been busy so far (/proc/stat: user, nice,
+    system, irq and softirq; not the time the hypervisor took, nor guests, which user holds),
+    kernel threads included: where the kernel defers work, a process's own figures miss it."""
     with open("/proc/stat") as f:
-        ticks = [int(field) for field in f.readline().split()[1:]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+        user, nice, system, _idle, _iowait, irq, softirq = map(int, f.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def children_cpu() -> float:
