@@ -8,7 +8,8 @@
  * (no page tables are copied: this is what makes it cheaper than the Python spawner's clone)
  * and runs on a stack of its own while we wait, in the kernel, until it has exec'd or exited.
  * It is jobd's child, not ours (CLONE_PARENT), exactly as with spawnd.py. It reports a failure
- * by writing the stage and errno into our memory, which it shares, then exits 127.
+ * by writing the stage and errno (and, for a script whose #! names a missing program, that
+ * program's name as the job's account reads it) into a page shared with us, then exits 127.
  *
  * In the child only system calls: no malloc, no stdio, no locks. Credentials are changed with
  * the raw system calls (glibc's wrappers would try to change every thread's, which is only
