@@ -363,7 +363,7 @@ class JobCoordinator:
 
     def list(self) -> list[JobInfo]:
         """Every job, oldest (lowest id) first."""
-        return [self._jobs[job_id].info() for job_id in sorted(self._jobs)]
+        return list(self.jobs_after(-1))
 
     def jobs_after(self, job_id: int) -> Iterator[JobInfo]:
         """The jobs with an id above `job_id`, oldest first, one snapshot at a time.
